@@ -1,0 +1,51 @@
+"""automl-transfer: search pretrained backbones, heads and fine-tuning settings with Optuna.
+
+Backbones, heads and datasets come from pluggy plugins (entry-point group ``automl_transfer``);
+see :mod:`automl_transfer.plugins`.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from automl_transfer.errors import (
+    AutoMLTransferError,
+    DatasetError,
+    PluginError,
+    RunDirError,
+    SearchSpaceError,
+    StorageError,
+    UnknownComponentError,
+    WeightsError,
+)
+
+try:
+    __version__ = version("automl-transfer")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "AutoMLTransferError",
+    "SearchConfig",
+    "TransferSearch",
+    "load_model",
+    "DatasetError",
+    "PluginError",
+    "RunDirError",
+    "SearchSpaceError",
+    "StorageError",
+    "UnknownComponentError",
+    "WeightsError",
+    "__version__",
+]
+
+
+def __getattr__(name):
+    """Import the search and inference front doors on first use, keeping plain imports light."""
+    if name in ("TransferSearch", "SearchConfig"):
+        from automl_transfer import search
+
+        return getattr(search, name)
+    if name == "load_model":
+        from automl_transfer.inference import load_model
+
+        return load_model
+    raise AttributeError(f"module 'automl_transfer' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""Built-in automl-transfer plugins, each registered through an entry point in pyproject.toml."""

@@ -1,0 +1,1 @@
+"""Search-space presets (YAML) shipped with automl-transfer."""
