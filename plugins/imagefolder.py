@@ -1,0 +1,120 @@
+"""The ``imagefolder`` dataset: a folder holding one sub-folder of images per class.
+
+``imagefolder:data/pets`` accepts two layouts::
+
+    data/pets/cat/001.jpg           data/pets/train/cat/001.jpg
+    data/pets/dog/002.png           data/pets/val/cat/007.jpg     (or valid/, validation/)
+                                    data/pets/test/dog/009.png    (optional)
+
+On the left, the classes are the sub-folders and the core splits a stratified validation
+set off. On the right (chosen when a ``train`` sub-folder exists and every other sub-folder
+is ``val``, ``valid``, ``validation`` or ``test``, in any case), ``train`` defines the
+classes; ``val`` and ``test`` may lack a class or leave its folder empty, but may not add
+one. Class names are the folder names, sorted. Images are found at any depth under a class
+folder; hidden files and folders (starting with ``.``) and files whose extension is not in
+:data:`automl_transfer.images.IMAGE_EXTENSIONS` are ignored, as are files directly in the
+top folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from automl_transfer.components import ImageDataset
+from automl_transfer.errors import DatasetError
+from automl_transfer.hookspecs import hookimpl
+from automl_transfer.images import is_image_file
+
+#: Sub-folder names (lower case) that make a split layout, and the split each one holds.
+SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+
+def _sub_folders(folder: Path) -> list[Path]:
+    return sorted(entry for entry in folder.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+
+
+def _images_under(folder: Path) -> list[Path]:
+    found = []
+    for parent, folders, files in os.walk(folder, followlinks=True):
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        found.extend(Path(parent, name) for name in sorted(files) if is_image_file(Path(name)))
+    return found
+
+
+def _split_folders(root: Path) -> dict[str, Path] | None:
+    """Return ``{"train": ..., "val": ..., "test": ...}`` for a split layout, else ``None``."""
+    folders = _sub_folders(root)
+    if not any(folder.name.lower() == "train" for folder in folders):
+        return None
+    if not all(folder.name.lower() in SPLIT_FOLDERS for folder in folders):
+        return None
+    splits: dict[str, Path] = {}
+    for folder in folders:
+        split = SPLIT_FOLDERS[folder.name.lower()]
+        if split in splits:
+            raise DatasetError(f"{root} has both {splits[split].name}/ and {folder.name}/ as {split} folders; keep one")
+        splits[split] = folder
+    return splits
+
+
+def _class_images(folder: Path) -> dict[str, list[Path]]:
+    return {class_folder.name: _images_under(class_folder) for class_folder in _sub_folders(folder)}
+
+
+def _training_classes(folder: Path) -> dict[str, list[Path]]:
+    classes = _class_images(folder)
+    if len(classes) < 2:
+        found = f"only {list(classes)}" if classes else "none"
+        raise DatasetError(
+            f"{folder} needs a sub-folder of images per class, at least 2 classes (found {found})"
+        )
+    for name, images in classes.items():
+        if not images:
+            raise DatasetError(
+                f"class folder {folder / name} holds no images (.jpg, .png, .webp, ...); add images or remove it"
+            )
+    return classes
+
+
+def _held_out(folder: Path, class_names: list[str], train_folder: Path) -> list[tuple[Path, int]]:
+    items = []
+    for name, images in _class_images(folder).items():
+        if name not in class_names:
+            raise DatasetError(
+                f"{folder / name} is a class the training folder {train_folder} does not have; "
+                "add it there or remove it"
+            )
+        items.extend((image, class_names.index(name)) for image in images)
+    if not items:
+        raise DatasetError(f"{folder} holds no images in class sub-folders; add images or remove the folder")
+    return items
+
+
+def load(location: str | None) -> ImageDataset:
+    """Load the image folder at ``location``.
+
+    :param location: the folder, in either layout described in this module's docstring.
+    :returns: an :class:`ImageDataset` of image paths; ``val``/``test`` set when the folder has them.
+    :raises DatasetError: naming the folder at fault: missing, fewer than 2 classes, a class
+        folder without images, ambiguous or unknown split folders, or an empty split folder.
+    """
+    if not location:
+        raise DatasetError("imagefolder needs a folder: write imagefolder:path/to/images")
+    root = Path(location).expanduser()
+    if not root.is_dir():
+        problem = "is not a folder" if root.exists() else "does not exist"
+        raise DatasetError(f"dataset folder {root} {problem}")
+    splits = _split_folders(root) or {"train": root}
+    classes = _training_classes(splits["train"])
+    class_names = list(classes)
+    train = [(image, label) for label, images in enumerate(classes.values()) for image in images]
+    held_out = {split: _held_out(splits[split], class_names, splits["train"]) if split in splits else None
+                for split in ("val", "test")}
+    return ImageDataset(class_names, train, held_out["val"], held_out["test"], origin=f"imagefolder:{location}")
+
+
+@hookimpl
+def register_datasets(register):
+    """Register the ``imagefolder`` dataset loader."""
+    register("imagefolder", load, description="a folder of class sub-folders, optionally split into train/val/test")
