@@ -1,0 +1,82 @@
+"""``automl-transfer search``: run (or resume) a search and print its leaderboard."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import sys
+from pathlib import Path
+
+import optuna
+
+from automl_transfer.errors import AutoMLTransferError
+from automl_transfer.job_config import merge_job, read_job_file
+from automl_transfer.search import PRUNERS, SAMPLERS, SearchConfig, TransferSearch
+from automl_transfer.trial_runner import METRICS
+
+EXIT_INTERRUPTED = 130
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``search`` subcommand and its flags."""
+    parser = subparsers.add_parser(
+        "search",
+        help="search for the best way to transfer a pretrained model to a dataset",
+        description="Run an Optuna search; running the same command again resumes it.",
+    )
+    add_search_flags(parser)
+
+
+def add_search_flags(parser: argparse.ArgumentParser) -> None:
+    """Add the flags shared by ``search`` and the job file (every flag defaults to ``None``)."""
+    parser.add_argument("--dataset", help="PLUGIN[:LOCATION], e.g. imagefolder:data/pets, csv:labels.csv, digits")
+    parser.add_argument("--space", help="search-space preset (small, default, demo) or YAML path")
+    parser.add_argument("--trials", type=int, help="trials the study should hold when done (default 20)")
+    parser.add_argument("--timeout", type=float, help="start no new trial after this many seconds")
+    parser.add_argument("--run-dir", type=Path, help="run directory (default runs/<study>)")
+    parser.add_argument("--study", help="Optuna study name (default: from dataset and space)")
+    parser.add_argument("--storage", help="RDB storage URL for multi-machine searches (default: journal in run dir)")
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--seed", type=int, help="seed for sampler, split and training (default 0)")
+    parser.add_argument("--metric", choices=tuple(METRICS), help="objective (default accuracy)")
+    parser.add_argument("--pruner", choices=PRUNERS, help="pruner (default hyperband)")
+    parser.add_argument("--sampler", choices=SAMPLERS, help="sampler (default tpe)")
+    parser.add_argument("--val-fraction", type=float, help="validation share when the dataset has no split (0.2)")
+    parser.add_argument("--skip-bad-images", action="store_true", default=None, help="skip and count unreadable images")
+    parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the model on CUDA")
+    parser.add_argument("--force-new", action="store_true", default=None, help="replace a different study in the run dir")
+    parser.add_argument("--quiet", action="store_true", default=None, help="no per-trial lines")
+    parser.add_argument("--config", type=Path, help="job YAML whose keys are these flags' names")
+
+
+def config_from_args(args: argparse.Namespace) -> SearchConfig:
+    """Build a :class:`SearchConfig` from the job file (if any) overridden by the flags."""
+    flags = {key: value for key, value in vars(args).items() if key in SearchConfig.__dataclass_fields__}
+    job = read_job_file(args.config) if args.config else {}
+    merged = merge_job(job, flags)
+    if not merged.get("dataset"):
+        raise AutoMLTransferError("no dataset: pass --dataset PLUGIN[:LOCATION] (e.g. --dataset digits) or set it in --config")
+    return SearchConfig(**merged)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the search; exit 0 when done, 130 when interrupted (after printing how to resume)."""
+    config = config_from_args(args)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        TransferSearch(config).run()
+    except KeyboardInterrupt:
+        print(
+            f"interrupted: the running trial was recorded as failed (interrupted); resume with:\n"
+            f"  automl-transfer {shlex.join(sys.argv[1:])}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    print(f"best model: {config.run_dir / 'best'}  summary: {config.run_dir / 'summary.json'}")
+    return 0
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
