@@ -1,0 +1,255 @@
+"""Loading a best model back through the plugins and classifying files, PIL images and tensors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from automl_transfer import cli
+from automl_transfer.checkpoint import BestModelInfo, save_best
+from automl_transfer.commands import COMMAND_MODULES
+from automl_transfer.errors import DatasetError, RunDirError
+from automl_transfer.images import read_image, resize_to_tensor
+from automl_transfer.inference import LoadedModel, Prediction, load_model
+from automl_transfer.model import TransferModel
+from automl_transfer.plugins import get_component
+from automl_transfer.sources import SourceSpec, build_backbone
+
+IMAGE_SIZE = 40
+CLASS_NAMES = ["cat", "dog", "fish"]
+HEAD_PARAMS = {"hidden": 16, "dropout": 0.25}
+INTERPOLATION = "bicubic"
+
+
+def build_model(head_params: dict = HEAD_PARAMS) -> TransferModel:
+    """The network a search trial would train: backbone and head both from their plugins."""
+    torch.manual_seed(0)
+    backbone = build_backbone(SourceSpec("timm", "test_resnet", "none"))
+    head = get_component("head", "mlp").build(backbone.num_features, len(CLASS_NAMES), **head_params)
+    model = TransferModel(backbone.module, head, [0.4, 0.45, 0.5], [0.2, 0.25, 0.3])
+    with torch.no_grad():  # spread the logits so that any preprocessing difference shows
+        head[-1].weight.mul_(20)
+    model.train()(torch.rand(8, 3, IMAGE_SIZE, IMAGE_SIZE))  # BatchNorm statistics away from 0/1
+    return model.eval()
+
+
+def best_info() -> BestModelInfo:
+    return BestModelInfo(
+        source="timm:test_resnet@none",
+        backbone_plugin="timm",
+        architecture="test_resnet",
+        head="mlp",
+        head_params=HEAD_PARAMS,
+        num_classes=len(CLASS_NAMES),
+        class_names=CLASS_NAMES,
+        preprocessing={"image_size": IMAGE_SIZE, "interpolation": INTERPOLATION,
+                       "mean": [0.4, 0.45, 0.5], "std": [0.2, 0.25, 0.3]},
+        params={"source": "timm:test_resnet@none", "head": "mlp", "lr": 0.001},
+        metric="accuracy",
+        value=0.9,
+        trial=3,
+        dataset="synthetic",
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A run directory holding a best model, and the in-memory model that was saved."""
+    run_dir = tmp_path_factory.mktemp("run")
+    model = build_model()
+    save_best(run_dir, model, best_info())
+    return run_dir, model
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory):
+    """Images of assorted sizes and modes, in a nested folder, with files that are not images."""
+    folder = tmp_path_factory.mktemp("images")
+    generator = torch.Generator().manual_seed(0)
+    (folder / "sub").mkdir()
+    (folder / ".hidden").mkdir()
+    sizes = {"a.png": (64, 48), "b.jpg": (50, 80), "sub/c.png": (40, 40), "sub/d.bmp": (33, 71)}
+    for name, (width, height) in sizes.items():
+        pixels = torch.randint(0, 256, (height, width, 3), generator=generator, dtype=torch.uint8).numpy()
+        Image.fromarray(pixels).save(folder / name)
+    Image.new("L", (45, 45), 128).save(folder / "sub" / "gray.png")
+    Image.new("RGB", (45, 45)).save(folder / ".hidden" / "skipped.png")
+    Image.new("RGB", (45, 45)).save(folder / ".skipped.png")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def expected_probabilities(model: TransferModel, images: list[torch.Tensor]) -> torch.Tensor:
+    """Softmax of the model's own forward pass on images preprocessed as training does."""
+    with torch.no_grad():
+        return model(torch.stack(images).float() / 255).softmax(dim=1)
+
+
+def training_pixels(path_or_image) -> torch.Tensor:
+    return resize_to_tensor(read_image(path_or_image), IMAGE_SIZE, INTERPOLATION)
+
+
+def assert_predictions_match(predictions: list[Prediction], probabilities: torch.Tensor) -> None:
+    assert len(predictions) == len(probabilities)
+    for prediction, row in zip(predictions, probabilities):
+        assert prediction.index == int(row.argmax())
+        assert prediction.label == CLASS_NAMES[prediction.index]
+        assert prediction.score == pytest.approx(float(row.max()), rel=1e-5, abs=1e-6)
+        assert 0.0 <= prediction.score <= 1.0
+
+
+def test_loaded_model_is_the_saved_one(trained):
+    run_dir, model = trained
+    loaded = load_model(run_dir, device="cpu")
+
+    assert isinstance(loaded, LoadedModel)
+    assert loaded.class_names == CLASS_NAMES and loaded.info["trial"] == 3
+    assert loaded.device == torch.device("cpu") and not loaded.model.training
+    assert (loaded.image_size, loaded.interpolation) == (IMAGE_SIZE, INTERPOLATION)
+    saved = model.state_dict()
+    for name, tensor in loaded.model.state_dict().items():
+        assert torch.equal(tensor, saved[name]), name
+    assert torch.equal(loaded.model.mean, model.mean) and torch.equal(loaded.model.std, model.std)
+    for path in (run_dir / "best", run_dir / "best" / "model.json", run_dir / "best" / "model.safetensors"):
+        assert load_model(path, device="cpu").info == loaded.info
+
+
+def test_predicting_files_and_folders_matches_the_forward_pass(trained, image_dir):
+    run_dir, model = trained
+    loaded = load_model(run_dir, device="cpu")
+
+    predictions = loaded.predict(image_dir, batch_size=2)
+
+    expected_files = [image_dir / name for name in ("a.png", "b.jpg", "sub/c.png", "sub/d.bmp", "sub/gray.png")]
+    assert [prediction.path for prediction in predictions] == [str(path) for path in expected_files]
+    probabilities = expected_probabilities(model, [training_pixels(path) for path in expected_files])
+    assert_predictions_match(predictions, probabilities)
+    assert len({prediction.index for prediction in predictions}) > 1  # the check is not trivially passed
+    [one_file] = loaded.predict(str(image_dir / "b.jpg"))
+    assert (one_file.path, one_file.index) == (predictions[1].path, predictions[1].index)
+    assert one_file.score == pytest.approx(predictions[1].score, rel=1e-5)
+
+
+def test_predicting_pil_images_and_tensors(trained, image_dir):
+    run_dir, model = trained
+    loaded = load_model(run_dir, device="cpu")
+    files = [image_dir / "a.png", image_dir / "b.jpg", image_dir / "sub" / "d.bmp"]
+    pil_images = [Image.open(path) for path in files]
+    pixels = [training_pixels(path) for path in files]
+    probabilities = expected_probabilities(model, pixels)
+
+    from_pil = loaded.predict(pil_images)
+    assert [prediction.path for prediction in from_pil] == [None] * 3
+    assert_predictions_match(from_pil, probabilities)
+    assert_predictions_match(loaded.predict(pixels), probabilities)  # uint8 (3, S, S)
+    assert_predictions_match(loaded.predict(torch.stack(pixels).float() / 255), probabilities)  # float batch
+    # A tensor of another size is resized like a PIL image of the same pixels.
+    full_size = torch.from_numpy(np.array(read_image(files[0]))).permute(2, 0, 1)
+    assert_predictions_match(loaded.predict(full_size), probabilities[:1])
+    assert_predictions_match(loaded.predict(full_size.float() / 255), probabilities[:1])
+
+
+def test_mixed_inputs_keep_their_order_and_batch_size_does_not_matter(trained, image_dir):
+    loaded = load_model(trained[0], device="cpu")
+    gray = torch.full((1, IMAGE_SIZE, IMAGE_SIZE), 128, dtype=torch.uint8)
+    inputs = [image_dir / "a.png", Image.open(image_dir / "b.jpg"), gray, str(image_dir / "sub")]
+
+    in_one_batch = loaded.predict(inputs, batch_size=64)
+    one_by_one = loaded.predict(inputs, batch_size=1)
+
+    assert [p.path for p in in_one_batch] == [str(image_dir / "a.png"), None, None,
+                                             str(image_dir / "sub" / "c.png"), str(image_dir / "sub" / "d.bmp"),
+                                             str(image_dir / "sub" / "gray.png")]
+    for batched, single in zip(in_one_batch, one_by_one):
+        assert (batched.path, batched.index) == (single.path, single.index)
+        assert batched.score == pytest.approx(single.score, rel=1e-5)
+    assert in_one_batch[2].index == in_one_batch[5].index  # a gray tensor and a gray file agree
+    assert in_one_batch[2].score == pytest.approx(in_one_batch[5].score, rel=1e-5)
+    assert loaded.predict([]) == []
+
+
+def test_bad_inputs_are_refused_before_any_work(trained, image_dir, tmp_path):
+    loaded = load_model(trained[0], device="cpu")
+    with pytest.raises(DatasetError, match="missing.png does not exist"):
+        loaded.predict([image_dir / "a.png", tmp_path / "missing.png"])
+    with pytest.raises(DatasetError, match="holds no image files"):
+        loaded.predict(tmp_path)
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8 not really a jpeg")
+    with pytest.raises(DatasetError, match="corrupt.jpg"):
+        loaded.predict(corrupt)
+    with pytest.raises(ValueError, match="1 or 3 channels"):
+        loaded.predict(torch.zeros(2, IMAGE_SIZE, IMAGE_SIZE, 3))
+    with pytest.raises(ValueError, match=r"\(C, H, W\)"):
+        loaded.predict(torch.zeros(IMAGE_SIZE, IMAGE_SIZE))
+    with pytest.raises(TypeError, match="int"):
+        loaded.predict([3])
+
+
+def test_no_best_model_yet(tmp_path):
+    with pytest.raises(RunDirError, match=r"no best model in .* yet: run `automl-transfer search"):
+        load_model(tmp_path)
+    with pytest.raises(RunDirError, match="does not exist"):
+        load_model(tmp_path / "never-searched")
+
+
+def test_weights_that_do_not_fit_the_recorded_architecture(tmp_path):
+    info = best_info()
+    info.head_params = {"hidden": 32, "dropout": 0.25}  # the saved head is 16 wide
+    save_best(tmp_path, build_model(), info)
+    with pytest.raises(RunDirError, match="do not fit a rebuilt timm:test_resnet with head 'mlp'"):
+        load_model(tmp_path)
+
+
+def test_a_best_model_is_a_source_for_a_new_search(trained):
+    run_dir, model = trained
+    backbone = build_backbone(f"timm:test_resnet@{run_dir / 'best' / 'model.safetensors'}")
+    expected = {name.removeprefix("backbone."): tensor for name, tensor in model.state_dict().items()
+                if name.startswith("backbone.")}
+    state = backbone.module.state_dict()
+    assert state.keys() == expected.keys()
+    assert all(torch.equal(state[name], tensor) for name, tensor in expected.items())
+
+
+def test_predict_is_a_cli_command():
+    assert "predict" in COMMAND_MODULES
+
+
+@pytest.fixture
+def cli_with_predict(monkeypatch):
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("predict",))
+    return cli.main
+
+
+def test_cli_prints_tab_separated_lines_and_json(trained, image_dir, cli_with_predict, capsys):
+    run_dir, model = trained
+    files = [image_dir / "a.png", image_dir / "sub" / "c.png"]
+    probabilities = expected_probabilities(model, [training_pixels(path) for path in files])
+
+    assert cli_with_predict(["predict", str(run_dir), *map(str, files), "--device", "cpu", "--batch-size", "1"]) == 0
+    lines = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert [(path, label) for path, label, _ in lines] == [
+        (str(path), CLASS_NAMES[int(row.argmax())]) for path, row in zip(files, probabilities)
+    ]
+    assert [float(score) for *_, score in lines] == pytest.approx(probabilities.max(dim=1).values.tolist(), abs=1e-4)
+
+    assert cli_with_predict(["predict", str(run_dir), str(image_dir / "sub"), "--json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(records) == 3
+    for record in records:
+        assert set(record) == {"path", "label", "score"}
+        assert record["label"] in CLASS_NAMES and isinstance(record["score"], float) and 0 <= record["score"] <= 1
+
+
+def test_cli_errors_are_one_line_with_exit_code_2(trained, cli_with_predict, capsys, tmp_path):
+    assert cli_with_predict(["predict", str(trained[0]), str(tmp_path / "missing.png")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip().splitlines() == [f"error: image {tmp_path / 'missing.png'} does not exist"]
+
+    assert cli_with_predict(["predict", str(tmp_path), str(tmp_path)]) == 2
+    assert "no best model in" in capsys.readouterr().err
