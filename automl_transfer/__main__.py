@@ -1,0 +1,7 @@
+"""``python -m automl_transfer``: the same as the ``automl-transfer`` command."""
+
+import sys
+
+from automl_transfer.cli import main
+
+sys.exit(main())
