@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import signal
 import sys
 from pathlib import Path
 
@@ -47,6 +46,20 @@ def add_search_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the model on CUDA")
     parser.add_argument("--force-new", action="store_true", default=None, help="replace a different study in the run dir")
     parser.add_argument("--quiet", action="store_true", default=None, help="no per-trial lines")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes running trials in parallel (default 1; 0: only record the search for "
+        "`automl-transfer worker` processes started elsewhere)",
+    )
+    parser.add_argument(
+        "--devices", help="the workers' devices, comma-separated, given out round-robin (e.g. cuda:0,cuda:1)"
+    )
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=int,
+        help="seconds between a trial's heartbeats in an RDB --storage; silent for 3 of them = lost (default 30)",
+    )
     parser.add_argument("--config", type=Path, help="job YAML whose keys are these flags' names")
 
 
@@ -61,22 +74,21 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the search; exit 0 when done, 130 when interrupted (after printing how to resume)."""
+    """Run the search; exit 0 when done, 130 after Ctrl-C or SIGTERM (printing how to resume)."""
     config = config_from_args(args)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         TransferSearch(config).run()
     except KeyboardInterrupt:
         print(
-            f"interrupted: the running trial was recorded as failed (interrupted); resume with:\n"
-            f"  automl-transfer {shlex.join(sys.argv[1:])}",
+            "interrupted: the running trials were recorded as failed (interrupted) and will run again; "
+            f"resume with:\n  automl-transfer {shlex.join(sys.argv[1:])}",
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
-    print(f"best model: {config.run_dir / 'best'}  summary: {config.run_dir / 'summary.json'}")
+    if config.workers == 0:
+        where = f"--storage URL --study {config.study}" if config.storage else f"--run-dir {config.run_dir}"
+        print(f"search recorded in {config.run_dir}; run its trials with: automl-transfer worker {where}")
+    else:
+        print(f"best model: {config.run_dir / 'best'}  summary: {config.run_dir / 'summary.json'}")
     return 0
-
-
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt

@@ -1,0 +1,169 @@
+"""Bad input: one clear line, exit code 2, no traceback, and the run dir left exactly as it was.
+
+Each case runs the command line's ``main`` (what the ``automl-transfer`` script calls) in this
+process, to keep the suite fast; one case per mechanism also runs as a real process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from search_processes import CLI, DATASET, SPACE, write_space
+
+from automl_transfer import TransferSearch
+from automl_transfer.cli import main
+
+GOOD_SPACE = SPACE % {"epochs": 1}
+
+
+class PlantedPayload:
+    """Pickles as a call that creates ``marker``: proof of execution if the file ever appears."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    """Bad datasets, spaces and weight files, and a finished search whose run dir must not change."""
+    root = tmp_path_factory.mktemp("bad-input")
+    image = Image.new("RGB", (8, 8), color=(120, 30, 200))
+    for dataset, classes in {"one_class": {"a": 2}, "empty_class": {"a": 2, "b": 0}, "corrupt": {"a": 2, "b": 2}}.items():
+        for name, count in classes.items():
+            (root / dataset / name).mkdir(parents=True)
+            for index in range(count):
+                image.save(root / dataset / name / f"{index}.png")
+    (root / "corrupt" / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    (root / "a_file.txt").write_text("not a folder")
+
+    spaces = {
+        "good": GOOD_SPACE,
+        "malformed": "source: [timm:test_resnet@none\nlr: {low: 1",
+        "range": GOOD_SPACE.replace("low: 1.0e-3, high: 1.0e-2", "low: 1.0e-2, high: 1.0e-3"),
+        "plugin": GOOD_SPACE.replace("timm:test_resnet", "timx:test_resnet"),
+        "model": GOOD_SPACE.replace("timm:test_resnet", "timm:test_resnett"),
+        "head": GOOD_SPACE.replace("head: linear", "head: linaer"),
+        "other": GOOD_SPACE.replace("epochs: 1", "epochs: 2"),
+    }
+    vit_weights = root / "vit.safetensors"
+    save_file(timm.create_model("test_vit", pretrained=False).state_dict(), vit_weights)
+    spaces["mismatch"] = GOOD_SPACE.replace("test_resnet@none", f"test_resnet@{vit_weights}")
+    torch.save(timm.create_model("test_resnet", pretrained=False).state_dict(), root / "plain.pt")
+    spaces["forced"] = GOOD_SPACE.replace("test_resnet@none", f"test_resnet@{root / 'plain.pt'}")
+    torch.save({"conv1.weight": PlantedPayload(root / "payload-ran")}, root / "malicious.pt")
+    spaces["pickle"] = GOOD_SPACE.replace("test_resnet@none", f"test_resnet@{root / 'malicious.pt'}")
+    for name, text in spaces.items():
+        (root / f"{name}.yaml").write_text(text)
+
+    TransferSearch(dataset=DATASET, space=str(write_space(root, epochs=1)), trials=1, run_dir=root / "run",
+                   quiet=True).run()
+    return root
+
+
+def search(root: Path, *changes: str, dataset: str = DATASET, space: str = "good", run_dir: str = "run") -> list[str]:
+    return ["search", "--dataset", dataset, "--space", str(root / f"{space}.yaml"), "--trials", "1",
+            "--run-dir", str(root / run_dir), *changes]
+
+
+# (id, arguments from the inputs folder, words the message must hold, run dir that must not change or appear)
+CASES = [
+    ("missing dataset", lambda r: search(r, dataset=f"imagefolder:{r / 'nowhere'}"), ["nowhere", "does not exist"], "run"),
+    ("dataset is a file", lambda r: search(r, dataset=f"imagefolder:{r / 'a_file.txt'}"), ["is not a folder"], "run"),
+    ("one class", lambda r: search(r, dataset=f"imagefolder:{r / 'one_class'}"), ["at least 2 classes"], "run"),
+    ("empty class", lambda r: search(r, dataset=f"imagefolder:{r / 'empty_class'}"), ["holds no images"], "run"),
+    ("corrupt image", lambda r: search(r, dataset=f"imagefolder:{r / 'corrupt'}", run_dir="fresh"),
+     ["broken.png"], "fresh"),
+    ("unknown dataset plugin", lambda r: search(r, dataset="digitz"), ["digitz", "digits"], "run"),
+    ("unknown backbone plugin", lambda r: search(r, space="plugin"), ["timx", "timm"], "run"),
+    ("unknown source model", lambda r: search(r, space="model"), ["test_resnett", "test_resnet"], "run"),
+    ("unknown head", lambda r: search(r, space="head"), ["linaer", "linear"], "run"),
+    ("malformed YAML", lambda r: search(r, space="malformed"), ["malformed.yaml"], "run"),
+    ("invalid range", lambda r: search(r, space="range"), ["lr", "greater than high"], "run"),
+    ("unreachable storage", lambda r: search(r, "--storage", "postgresql://nobody:secret@127.0.0.1:9/none"),
+     ["cannot open storage", "nobody:***@127.0.0.1:9"], "run"),
+    ("run dir under a file", lambda r: search(r, run_dir="a_file.txt/run"), ["a_file.txt", "is a file"], "run"),
+    ("run dir is a file", lambda r: search(r, run_dir="a_file.txt"), ["a_file.txt", "not a directory"], "run"),
+    ("different dataset", lambda r: search(r, dataset=DATASET.replace("per_class=20", "per_class=21")),
+     ["already holds study", "dataset", "--force-new"], "run"),
+    ("different space", lambda r: search(r, space="other"), ["already holds study", "space", "--force-new"], "run"),
+    ("weights do not fit", lambda r: search(r, space="mismatch"), ["vit.safetensors", "architecture"], "run"),
+    ("pickle beyond tensors", lambda r: search(r, space="pickle"), ["malicious.pt", "nothing from it was executed"], "run"),
+    ("zero trials", lambda r: search(r, "--trials", "0"), ["--trials", "positive"], "run"),
+    ("negative trials", lambda r: search(r, "--trials", "-3"), ["--trials", "positive"], "run"),
+    ("negative workers", lambda r: search(r, "--workers", "-1"), ["--workers", "not -1"], "run"),
+    ("worker without a search", lambda r: ["worker", "--run-dir", str(r / "one_class")], ["holds no search"], "run"),
+]
+
+
+def snapshot(folder: Path) -> dict[str, bytes | str]:
+    """Every entry under ``folder``: file contents, link targets, and directories."""
+    entries: dict[str, bytes | str] = {}
+    for path in sorted(folder.rglob("*")):
+        key = str(path.relative_to(folder))
+        if path.is_symlink():
+            entries[key] = f"-> {os.readlink(path)}"
+        elif path.is_dir():
+            entries[key] = "dir"
+        else:
+            entries[key] = path.read_bytes()
+    return entries
+
+
+@pytest.mark.parametrize("arguments, words, guarded", [case[1:] for case in CASES], ids=[case[0] for case in CASES])
+def test_bad_input_gives_one_line_exit_2_and_leaves_the_run_dir_alone(inputs, capsys, arguments, words, guarded):
+    before = snapshot(inputs / guarded) if (inputs / guarded).exists() else None
+    code = main(arguments(inputs))
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for word in words:
+        assert word in lines[0]
+    assert "Traceback" not in out + err
+    if before is None:
+        assert not (inputs / guarded).exists()
+    else:
+        assert snapshot(inputs / guarded) == before
+
+
+def test_torch_force_no_weights_only_load_is_refused(inputs, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    before = snapshot(inputs / "run")
+    assert main(search(inputs, space="forced")) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set" in line and "plain.pt" in line
+    assert snapshot(inputs / "run") == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every folder, so none can be made unreadable")
+def test_unreadable_dataset_folder(inputs, capsys, tmp_path):
+    folder = tmp_path / "locked"
+    (folder / "a").mkdir(parents=True)
+    folder.chmod(0)
+    try:
+        assert main(search(inputs, dataset=f"imagefolder:{folder}")) == 2
+    finally:
+        folder.chmod(0o755)
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "cannot read dataset" in line and "ermission" in line
+
+
+def test_a_planted_pickle_is_refused_and_never_runs_in_the_real_command(inputs):
+    before = snapshot(inputs / "run")
+    result = subprocess.run([*CLI, *search(inputs, space="pickle")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: refusing to read") and "malicious.pt" in line
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (inputs / "payload-ran").exists()
+    assert snapshot(inputs / "run") == before
