@@ -1,0 +1,120 @@
+"""The benchmarks: each script runs in its quick mode on the CPU and writes its section of a results file."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+
+sys.path.insert(0, str(BENCH))
+from common import minimal_fit, write_section  # noqa: E402
+
+sys.path.remove(str(BENCH))
+
+
+def _run_bench(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run ``bench/<script> --quick ARGS``; check that it left the recorded results alone."""
+    recorded = BENCH / "RESULTS.md"
+    before = recorded.read_text() if recorded.exists() else None
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    finished = subprocess.run(
+        [sys.executable, str(BENCH / script), "--quick", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert (recorded.read_text() if recorded.exists() else None) == before
+    return finished
+
+
+def _section(results: Path, name: str) -> str:
+    match = re.search(rf"<!-- bench:{name} -->\n(.*?)\n<!-- /bench:{name} -->", results.read_text(), re.DOTALL)
+    assert match, f"no {name} section in {results}"
+    return match.group(1)
+
+
+def test_write_section_appends_then_replaces_in_place(tmp_path):
+    results = tmp_path / "RESULTS.md"
+
+    write_section("a", "## A\nfirst", results)
+    write_section("b", "## B\nsecond", results)
+    write_section("a", "## A\nthird", results)
+
+    text = results.read_text()
+    assert _section(results, "a") == "## A\nthird"
+    assert _section(results, "b") == "## B\nsecond"
+    assert text.index("bench:a") < text.index("bench:b")
+    assert "first" not in text
+
+
+def test_minimal_fit_learns_a_separable_problem():
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    images = torch.zeros(64, 3, 8, 8, dtype=torch.uint8)
+    labels = torch.arange(64) % 2
+    images[labels == 1] = 255
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2))
+    epochs = []
+
+    metrics = minimal_fit(
+        model, (images, labels), (images, labels), mean=(0.5,) * 3, std=(0.5,) * 3, epochs=3, batch_size=16,
+        lr=0.05, weight_decay=0.0, label_smoothing=0.0, warmup_epochs=0.5, device=torch.device("cpu"),
+        on_epoch=lambda epoch, metrics: epochs.append(epoch),
+    )
+
+    assert epochs == [1, 2, 3]
+    assert metrics["accuracy"] == 1.0
+
+
+@pytest.mark.slow
+def test_gpu_bench_quick_runs_on_the_cpu(tmp_path):
+    results = tmp_path / "RESULTS.md"
+
+    finished = _run_bench("gpu.py", "--peak-tflops", "1", "--results", str(results), cwd=tmp_path)
+
+    assert finished.returncode == 0, finished.stderr
+    section = _section(results, "gpu")
+    assert "command: `python" in section and "--quick" in section
+    row = next(line for line in section.splitlines() if line.startswith("| test_resnet"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    trial, minimal, ratio = float(cells[2]), float(cells[3]), float(cells[4])
+    assert trial > 0 and minimal > 0 and ratio == pytest.approx(trial / minimal, rel=0.01)
+    assert cells[6].endswith("%") and cells[7].endswith("%")
+
+
+@pytest.mark.slow
+def test_overhead_bench_quick_runs_both_comparisons(tmp_path):
+    results = tmp_path / "RESULTS.md"
+
+    finished = _run_bench("overhead.py", "--results", str(results), cwd=tmp_path)
+
+    assert finished.returncode == 0, finished.stderr
+    section = _section(results, "overhead-cpu")
+    ratios = [float(value) for value in re.findall(r"\*\*([0-9.]+)\*\*", section)]
+    assert len(ratios) == 2 and all(ratio > 0 for ratio in ratios)
+    assert "ours (run_trial)" in section and "ours (TransferSearch, 1 trial)" in section
+
+
+@pytest.mark.slow
+def test_search_efficiency_bench_quick_compares_both_searches(tmp_path):
+    results = tmp_path / "RESULTS.md"
+
+    finished = _run_bench("search_efficiency.py", "--results", str(results), cwd=tmp_path)
+
+    assert finished.returncode == 0, finished.stderr
+    section = _section(results, "search-efficiency")
+    assert re.search(r"in \d of 1 seeds; median share of the budget it needed \(never = infinite\): \*\*(\d+|inf)%\*\*", section)
+    assert "| random |" in section and "| ours |" in section
+    assert not (tmp_path / ".cache").exists()  # quick mode keeps its sources out of the demo's cache
+
