@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -118,4 +119,7 @@ def leaderboard_table(study: optuna.Study, metric: str, limit: int = 10) -> Tabl
 def _format(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
+    if isinstance(value, str) and "@" in value and "/" in value.rpartition("@")[2]:
+        model, _, weights = value.rpartition("@")
+        return f"{model}@…/{Path(weights).name}"  # a weight file's folder would crowd the table
     return str(value)

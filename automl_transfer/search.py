@@ -258,7 +258,9 @@ class TransferSearch:
             self.storage = self._open_storage()
         study, replaced = self._existing_study(identity)
         first = data_configs[self.space.sources[0]]
-        self.prepare(int(first["input_size"][-1]), first.get("interpolation", "bilinear"))
+        fixed_size = self.space.to_dict()["image_size"]
+        image_size = fixed_size if isinstance(fixed_size, int) else first["input_size"][-1]
+        self.prepare(int(image_size), first.get("interpolation", "bilinear"))
         prepare_run_dir(run_dir)
         if self.storage is None:
             self.storage = self._open_storage()

@@ -63,7 +63,18 @@ def test_demo_preset_mixes_local_checkpoints_and_random_init(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     sources = load_space("demo").sources
     assert f"timm:test_resnet@{tmp_path / '.cache/demo/test_resnet-source.safetensors'}" in sources
-    assert "timm:test_resnet@none" in sources and "timm:test_vit@none" in sources
+    assert "timm:test_resnet@none" in sources and "timm:test_efficientnet@none" in sources
+
+
+def test_demo_preset_is_the_space_the_demo_searches(tmp_path, monkeypatch):
+    from automl_transfer.demo import SOURCE_ARCHITECTURES, DemoSettings, write_space
+
+    monkeypatch.chdir(tmp_path)
+    settings = DemoSettings()
+    checkpoints = [f"timm:{name}@{tmp_path / settings.cache_dir / f'{name}-source.safetensors'}" for name in SOURCE_ARCHITECTURES]
+    scratch = [f"timm:{name}@none" for name in SOURCE_ARCHITECTURES]
+    written = write_space(tmp_path / "demo-space.yaml", checkpoints + scratch, settings)
+    assert load_space(written).to_dict() == load_space("demo").to_dict()
 
 
 @pytest.mark.parametrize(
