@@ -6,10 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from automl_transfer.run_dir import best_trial, trial_counts
 
 #: The parameters a leaderboard shows, in order, when a trial has them.
 LEADERBOARD_PARAMS = ("source", "freeze_depth", "lr", "l2sp", "head")
@@ -63,7 +65,7 @@ class SearchProgress:
         """Move the bar on by one trial and show the current best."""
         if self._bar is None:
             return
-        best = best_completed(study)
+        best = best_trial(study)
         description = f"best {self.metric}={best.value:.4f} (trial {best.number})" if best else "no complete trial yet"
         self._bar.update(self._task, advance=1, description=description)
 
@@ -81,13 +83,6 @@ def wide_console() -> Console:
     return console if console.is_terminal else Console(width=max(console.width, 132))
 
 
-def best_completed(study: optuna.Study) -> FrozenTrial | None:
-    """Return the study's best complete trial, or ``None`` before one completes."""
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        return None
-    return study.best_trial
-
-
 def leaderboard_table(study: optuna.Study, metric: str, limit: int = 10) -> Table:
     """Build a table of the best ``limit`` complete trials, then counts of the others.
 
@@ -96,11 +91,10 @@ def leaderboard_table(study: optuna.Study, metric: str, limit: int = 10) -> Tabl
     completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
     ranked = sorted(completed, key=lambda trial: trial.value, reverse=reverse)[:limit]
-    others = [trial for trial in study.get_trials(deepcopy=False) if trial.state != TrialState.COMPLETE]
-    caption = ", ".join(
-        f"{sum(trial.state == state for trial in others)} {label}"
-        for state, label in ((TrialState.PRUNED, "pruned"), (TrialState.FAIL, "failed"))
-    )
+    counts = trial_counts(study)
+    caption = f"{counts['n_pruned']} pruned, {counts['n_failed']} failed"
+    if counts["n_replaced"]:
+        caption += f", {counts['n_replaced']} lost and run again"
     table = Table(title=f"Leaderboard ({metric})", caption=caption)
     for column in ("rank", "trial", metric, *LEADERBOARD_PARAMS, "epochs"):
         table.add_column(column, overflow="fold", min_width=24 if column == "source" else None)
