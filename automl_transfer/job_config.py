@@ -13,7 +13,7 @@ from automl_transfer.errors import AutoMLTransferError
 from automl_transfer.search import SearchConfig
 
 #: Job-file keys, spelled as the flags are (``run-dir``) or as Python names (``run_dir``).
-JOB_KEYS = tuple(field.name for field in dataclasses.fields(SearchConfig) if field.name != "extra")
+JOB_KEYS = tuple(field.name for field in dataclasses.fields(SearchConfig))
 
 
 def read_job_file(path: str | Path) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import re
 import time
 import traceback
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -121,7 +121,6 @@ class SearchConfig:
     workers: int = 1
     devices: str | None = None
     heartbeat_interval: int = HEARTBEAT_INTERVAL
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.trials is None or int(self.trials) < 1:

@@ -46,11 +46,6 @@ class TrainedModel:
     batch_size: int
 
 
-def image_size_for(params: dict[str, Any], backbone: Backbone) -> int:
-    """Return the trial's image side: ``params["image_size"]`` or the source's own input size."""
-    return int(params.get("image_size") or backbone.data_config["input_size"][-1])
-
-
 def run_trial(
     params: dict[str, Any],
     prepare: Callable[[int, str], PreparedData],
@@ -77,7 +72,7 @@ def run_trial(
     """
     torch.manual_seed(seed)
     backbone = build_backbone(SourceSpec.parse(params["source"]))
-    image_size = image_size_for(params, backbone)
+    image_size = int(params.get("image_size") or backbone.data_config["input_size"][-1])
     data = prepare(image_size, backbone.data_config.get("interpolation", "bilinear"))
     head_component = get_component("head", params["head"])
 
