@@ -40,10 +40,14 @@ __all__ = [
 
 def __getattr__(name):
     """Import the search and inference front doors on first use, keeping plain imports light."""
-    if name in ("TransferSearch", "SearchConfig"):
-        from automl_transfer import search
+    if name == "TransferSearch":
+        from automl_transfer.search import TransferSearch
 
-        return getattr(search, name)
+        return TransferSearch
+    if name == "SearchConfig":
+        from automl_transfer.search_config import SearchConfig
+
+        return SearchConfig
     if name == "load_model":
         from automl_transfer.inference import load_model
 

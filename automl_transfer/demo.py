@@ -57,7 +57,8 @@ from automl_transfer.model import TransferModel
 from automl_transfer.plugins import get_component, load_plugins
 from automl_transfer.recovery import SEED_TRIAL
 from automl_transfer.run_dir import JOURNAL_NAME, SUMMARY_NAME
-from automl_transfer.search import SearchConfig, TransferSearch
+from automl_transfer.search import TransferSearch
+from automl_transfer.search_config import SearchConfig
 from automl_transfer.sources import NO_WEIGHTS, SourceSpec, build_backbone
 from automl_transfer.training import TrialSettings, evaluate, fit
 from automl_transfer.trial_runner import run_trial

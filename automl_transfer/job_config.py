@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from automl_transfer.errors import AutoMLTransferError
-from automl_transfer.search import SearchConfig
+from automl_transfer.search_config import SearchConfig
 
 #: Job-file keys, spelled as the flags are (``run-dir``) or as Python names (``run_dir``).
 JOB_KEYS = tuple(field.name for field in dataclasses.fields(SearchConfig))

@@ -13,14 +13,12 @@ import fcntl
 import gc
 import math
 import os
-import re
 import time
 import traceback
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime, timezone
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import optuna
@@ -32,7 +30,7 @@ from automl_transfer import checkpoint
 from automl_transfer.components import ImageDataset
 from automl_transfer.datasets import PreparedData, dataset_fingerprint, load_dataset, prepare_data
 from automl_transfer.devices import resolve_device
-from automl_transfer.errors import AutoMLTransferError, DatasetError, RunDirError
+from automl_transfer.errors import DatasetError, RunDirError
 from automl_transfer.plugins import call_observers, load_plugins
 from automl_transfer.progress import SearchProgress
 from automl_transfer.recovery import (
@@ -45,7 +43,6 @@ from automl_transfer.recovery import (
 )
 from automl_transfer.run_dir import (
     CACHE_NAME,
-    HEARTBEAT_INTERVAL,
     JOURNAL_NAME,
     SUMMARY_NAME,
     build_summary,
@@ -55,6 +52,7 @@ from automl_transfer.run_dir import (
     trial_counts,
     write_json_atomically,
 )
+from automl_transfer.search_config import SearchConfig, make_pruner, make_sampler
 from automl_transfer.sources import SourceSpec, build_backbone
 from automl_transfer.space import SearchSpace, load_space
 from automl_transfer.training import NonFiniteLossError, OutOfMemoryTrialError
@@ -66,94 +64,6 @@ IDENTITY_ATTR = "automl_transfer"
 IDENTITY_KEYS = ("dataset", "dataset_fingerprint", "space", "space_fingerprint", "metric", "val_fraction")
 #: Study user attr: the settings of the latest ``search`` command, read by workers at every claim.
 JOB_ATTR = "automl_transfer_job"
-PRUNERS = ("hyperband", "median", "none")
-SAMPLERS = ("tpe", "random")
-
-
-@dataclass
-class SearchConfig:
-    """Everything a search needs; each field is also a CLI flag and a job-YAML key.
-
-    :param dataset: ``PLUGIN[:LOCATION]``, e.g. ``imagefolder:data/pets`` or ``digits``.
-    :param space: a preset name (``small``, ``default``, ``demo``) or a YAML path.
-    :param trials: how many trials the study should hold when done (earlier runs count).
-    :param timeout: stop starting new trials after this many seconds (``None``: no limit).
-    :param run_dir: where the study, best model and summary live (default ``runs/<study>``).
-    :param study: the Optuna study name (default: derived from dataset and space).
-    :param storage: an RDB URL for multi-machine searches; default the run dir's journal file.
-    :param device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-    :param seed: seeds the sampler, the validation split and training.
-    :param metric: ``accuracy``, ``macro_f1`` or ``loss``.
-    :param pruner: ``hyperband``, ``median`` or ``none``.
-    :param sampler: ``tpe`` (multivariate) or ``random``.
-    :param val_fraction: the share of each class held out for validation when the dataset
-        has no validation split of its own.
-    :param skip_bad_images: skip and count unreadable images instead of stopping.
-    :param compile: ``torch.compile`` the model on CUDA.
-    :param force_new: replace a study in the run dir that holds a different dataset or space.
-    :param quiet: no per-trial lines, only the final table.
-    :param workers: worker processes that run trials in parallel on this machine (1: trials
-        run in this process; 0: only check the inputs and record the search, for
-        ``automl-transfer worker`` processes started elsewhere, e.g. on a cluster).
-    :param devices: the workers' devices, comma-separated (``cuda:0,cuda:1``), given out
-        round-robin; default ``device`` for all (``auto`` with several GPUs: all of them).
-    :param heartbeat_interval: seconds between the heartbeats of a running trial in an RDB
-        storage; a trial silent for three intervals is failed and re-queued.
-    """
-
-    dataset: str
-    space: str = "small"
-    trials: int = 20
-    timeout: float | None = None
-    run_dir: Path | None = None
-    study: str | None = None
-    storage: str | None = None
-    device: str = "auto"
-    seed: int = 0
-    metric: str = "accuracy"
-    pruner: str = "hyperband"
-    sampler: str = "tpe"
-    val_fraction: float = 0.2
-    skip_bad_images: bool = False
-    compile: bool = False
-    force_new: bool = False
-    quiet: bool = False
-    workers: int = 1
-    devices: str | None = None
-    heartbeat_interval: int = HEARTBEAT_INTERVAL
-
-    def __post_init__(self) -> None:
-        if self.trials is None or int(self.trials) < 1:
-            raise AutoMLTransferError(f"--trials must be a positive number, not {self.trials}")
-        if self.workers is None or int(self.workers) < 0:
-            raise AutoMLTransferError(f"--workers must be 0 (only record the search) or more, not {self.workers}")
-        if self.heartbeat_interval is None or int(self.heartbeat_interval) < 1:
-            raise AutoMLTransferError(f"--heartbeat-interval must be at least 1 second, not {self.heartbeat_interval}")
-        self.workers = int(self.workers)
-        self.heartbeat_interval = int(self.heartbeat_interval)
-        if self.timeout is not None and self.timeout <= 0:
-            raise AutoMLTransferError(f"--timeout must be a positive number of seconds, not {self.timeout}")
-        for name, value, allowed in (
-            ("metric", self.metric, tuple(METRICS)),
-            ("pruner", self.pruner, PRUNERS),
-            ("sampler", self.sampler, SAMPLERS),
-        ):
-            if value not in allowed:
-                raise AutoMLTransferError(f"--{name} must be one of {', '.join(allowed)}, not {value!r}")
-        if not 0 < self.val_fraction < 1:
-            raise AutoMLTransferError(f"--val-fraction must be between 0 and 1, not {self.val_fraction}")
-        self.trials = int(self.trials)
-        self.study = self.study or default_study_name(self.dataset, self.space)
-        self.run_dir = Path(self.run_dir) if self.run_dir else Path("runs") / self.study
-
-
-def default_study_name(dataset: str, space: str) -> str:
-    """Derive a file-name-safe study name from a dataset spec and a space name or path."""
-    space_name = Path(space).stem if space.endswith((".yaml", ".yml")) else space
-    dataset_name = Path(dataset.replace(":", "-")).name
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{dataset_name}-{space_name}").strip("-.") or "search"
-
-
 class TransferSearch:
     """An Optuna search over transfer settings whose best model is always on disk.
 
@@ -359,8 +269,8 @@ class TransferSearch:
             study_name=self.config.study,
             storage=self.storage,
             direction=self.direction,
-            sampler=self._sampler(),
-            pruner=self._pruner(),
+            sampler=make_sampler(self.config),
+            pruner=make_pruner(self.config),
         )
         study.set_user_attr(IDENTITY_ATTR, identity)
         return study
@@ -394,22 +304,9 @@ class TransferSearch:
 
     def load_study(self, name: str) -> optuna.Study:
         """Load study ``name`` from the search's storage with the search's sampler and pruner."""
-        return optuna.load_study(study_name=name, storage=self.storage, sampler=self._sampler(), pruner=self._pruner())
-
-    def _sampler(self, seed: int | None = None) -> optuna.samplers.BaseSampler:
-        seed = self.config.seed if seed is None else seed
-        if self.config.sampler == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
-
-    def _pruner(self) -> optuna.pruners.BasePruner:
-        if self.config.pruner == "hyperband":
-            return optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto")
-        if self.config.pruner == "median":
-            return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
-        return optuna.pruners.NopPruner()
+        return optuna.load_study(
+            study_name=name, storage=self.storage, sampler=make_sampler(self.config), pruner=make_pruner(self.config)
+        )
 
     def _finished(self, study: optuna.Study) -> int:
         counts = trial_counts(study)
@@ -435,7 +332,7 @@ class TransferSearch:
             if self.open_trials(study) == 0:
                 return None
             # Seeded by the trial's number: reproducible, and parallel workers sample different trials.
-            study.sampler = self._sampler(self.config.seed + len(study.get_trials(deepcopy=False)))
+            study.sampler = make_sampler(self.config, self.config.seed + len(study.get_trials(deepcopy=False)))
             with warnings.catch_warnings():
                 # ask-and-tell runs its own heartbeat thread (see work()); optuna expects optimize().
                 warnings.filterwarnings("ignore", message="Heartbeat of storage")

@@ -37,7 +37,8 @@ from automl_transfer.errors import AutoMLTransferError, DatasetError, RunDirErro
 from automl_transfer.plugins import DISABLE_ENV, disabled_plugins, load_plugins
 from automl_transfer.recovery import InterruptOnSignals
 from automl_transfer.run_dir import HEARTBEAT_INTERVAL, JOURNAL_NAME, open_storage, prepare_run_dir
-from automl_transfer.search import IDENTITY_ATTR, JOB_ATTR, SearchConfig, TransferSearch, check_sources, read_dataset
+from automl_transfer.search import IDENTITY_ATTR, JOB_ATTR, TransferSearch, check_sources, read_dataset
+from automl_transfer.search_config import SearchConfig
 from automl_transfer.space import SearchSpace
 
 #: Seconds interrupted workers get to record their trials before they are killed.

@@ -61,7 +61,8 @@ from automl_transfer.devices import resolve_device
 from automl_transfer.hookspecs import hookimpl
 from automl_transfer.inference import load_model
 from automl_transfer.plugins import load_plugins, register_plugin, unregister_plugin
-from automl_transfer.search import SearchConfig, TransferSearch
+from automl_transfer.search import TransferSearch
+from automl_transfer.search_config import SearchConfig
 from automl_transfer.sources import NO_WEIGHTS
 from automl_transfer.training import evaluate
 from automl_transfer.trial_runner import METRICS

@@ -11,7 +11,8 @@ import optuna
 
 from automl_transfer.errors import AutoMLTransferError
 from automl_transfer.job_config import merge_job, read_job_file
-from automl_transfer.search import PRUNERS, SAMPLERS, SearchConfig, TransferSearch
+from automl_transfer.search import TransferSearch
+from automl_transfer.search_config import PRUNERS, SAMPLERS, SearchConfig
 from automl_transfer.trial_runner import METRICS
 
 EXIT_INTERRUPTED = 130
