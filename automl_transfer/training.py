@@ -163,7 +163,7 @@ def fit(
 
 
 def fit_with_oom_retry(
-    make_model: Callable[[], TransferModel],
+    model: TransferModel,
     frozen: FrozenLayers,
     data: PreparedData,
     settings: TrialSettings,
@@ -171,15 +171,14 @@ def fit_with_oom_retry(
 ) -> FitResult:
     """Run :func:`fit`, halving the batch size each time CUDA runs out of memory.
 
-    ``make_model`` is called once. Before the first attempt the model's weights and buffers
-    are copied to host memory; after an out-of-memory error the GPU memory the attempt held is
-    released (garbage collection, ``torch.cuda.empty_cache``), the copy is loaded back (the
-    backbone may be shared with the caller, so building a new model would not undo a
-    partial fit) and the fit starts again from scratch with half the batch size, never below
+    Before the first attempt the model's weights and buffers are copied to host memory; after
+    an out-of-memory error the GPU memory the attempt held is released (garbage collection,
+    ``torch.cuda.empty_cache``), the copy is loaded back so that the partial fit is undone,
+    and the fit starts again from scratch with half the batch size, never below
     ``settings.min_batch_size``. The learning rate is kept. Epochs that an earlier attempt
     already passed to ``on_epoch`` are not passed again, so a pruner never sees an epoch twice.
 
-    :param make_model: builds the model to train (frozen layers already frozen).
+    :param model: the model to train (frozen layers already frozen).
     :param frozen: the frozen layers, as for :func:`fit`.
     :param data: the decoded dataset.
     :param settings: as for :func:`fit`; ``batch_size`` is the first size tried.
@@ -188,7 +187,6 @@ def fit_with_oom_retry(
     :raises OutOfMemoryTrialError: even ``settings.min_batch_size`` ran out of memory.
     :raises NonFiniteLossError: as for :func:`fit`.
     """
-    model = make_model()
     initial_state = {name: value.detach().to("cpu", copy=True) for name, value in model.state_dict().items()}
     reported_epochs = 0
 

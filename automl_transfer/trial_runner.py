@@ -76,10 +76,8 @@ def run_trial(
     data = prepare(image_size, backbone.data_config.get("interpolation", "bilinear"))
     head_component = get_component("head", params["head"])
 
-    def make_model() -> TransferModel:
-        head = head_component.build(backbone.num_features, len(data.class_names), **params.get("head_params", {}))
-        return TransferModel(backbone.module, head, backbone.data_config["mean"], backbone.data_config["std"])
-
+    head = head_component.build(backbone.num_features, len(data.class_names), **params.get("head_params", {}))
+    model = TransferModel(backbone.module, head, backbone.data_config["mean"], backbone.data_config["std"])
     frozen = freeze_backbone(backbone, params["freeze_depth"])
     settings = TrialSettings(
         lr=params["lr"],
@@ -94,7 +92,7 @@ def run_trial(
         compile=compile_model,
         seed=seed,
     )
-    result = fit_with_oom_retry(make_model, frozen, data, settings, on_epoch)
+    result = fit_with_oom_retry(model, frozen, data, settings, on_epoch)
     return TrainedModel(
         model=result.model,
         backbone=backbone,

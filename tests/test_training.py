@@ -251,7 +251,7 @@ def test_out_of_memory_halves_the_batch_and_restarts_from_the_initial_weights(da
     head = OutOfMemoryAbove(backbone.num_features, limit=16, after=2)
     epochs = []
     result = fit_with_oom_retry(
-        lambda: tiny_model(backbone, head),
+        tiny_model(backbone, head),
         freeze_backbone(backbone, 0.0),
         data,
         settings(batch_size=64),
@@ -279,7 +279,7 @@ def test_out_of_memory_gives_up_at_the_minimum_batch_size(data):
     head = OutOfMemoryAbove(backbone.num_features, limit=4)
     with pytest.raises(OutOfMemoryTrialError, match="48, 24, 12, 8"):
         fit_with_oom_retry(
-            lambda: tiny_model(backbone, head),
+            tiny_model(backbone, head),
             freeze_backbone(backbone, 0.0),
             data,
             settings(batch_size=48, min_batch_size=8),
