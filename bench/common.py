@@ -92,6 +92,22 @@ def write_section(name: str, markdown: str, path: Path = RESULTS_PATH) -> None:
     path.write_text(text)
 
 
+def publish(name: str, markdown: str, quick: bool, results: Path | None) -> None:
+    """Print a benchmark's section and record it in the results file.
+
+    A ``--quick`` run only proves the script works, so it records nothing unless a results
+    file is named explicitly.
+
+    :param name: the section's key, as for :func:`write_section`.
+    :param markdown: the section's content.
+    :param quick: whether the run was a ``--quick`` one.
+    :param results: the ``--results`` file, or ``None`` for :data:`RESULTS_PATH`.
+    """
+    print(markdown)
+    if results is not None or not quick:
+        write_section(name, markdown, results or RESULTS_PATH)
+
+
 def median(values: list[float]) -> float:
     """Return the median of ``values``."""
     return statistics.median(values)

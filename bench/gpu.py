@@ -32,15 +32,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from common import (
-    RESULTS_PATH,
-    EpochClock,
-    median,
-    minimal_fit,
-    section_preamble,
-    table,
-    write_section,
-)
+from common import EpochClock, median, minimal_fit, publish, section_preamble, table
 
 from automl_transfer.datasets import LabelledTensors, PreparedData
 from automl_transfer.devices import resolve_device
@@ -248,9 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         + table(header, rows)
         + "\n"
     )
-    print(body)
-    if args.results is not None or not args.quick:
-        write_section("gpu", body, args.results or RESULTS_PATH)
+    publish("gpu", body, args.quick, args.results)
     return 0
 
 

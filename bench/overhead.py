@@ -41,7 +41,7 @@ import timm
 import torch
 from PIL import Image
 
-from common import RESULTS_PATH, median, minimal_fit, section_preamble, synchronize, table, write_section
+from common import median, minimal_fit, publish, section_preamble, synchronize, table
 
 from automl_transfer.datasets import LabelledTensors, PreparedData, load_dataset, prepare_data
 from automl_transfer.devices import resolve_device
@@ -276,9 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         + table(["ours", "yardstick", "ours s", "yardstick s", "ratio", "val accuracy ours / yardstick"], rows)
         + "\n"
     )
-    print(body)
-    if args.results is not None or not args.quick:
-        write_section(f"overhead-{device.type}", body, args.results or RESULTS_PATH)
+    publish(f"overhead-{device.type}", body, args.quick, args.results)
     return 0
 
 

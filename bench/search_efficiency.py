@@ -46,7 +46,7 @@ import torch
 from optuna.trial import TrialState
 from rich.console import Console
 
-from common import RESULTS_PATH, median, section_preamble, table, write_section
+from common import median, publish, section_preamble, table
 
 from automl_transfer.checkpoint import read_best_info
 from automl_transfer.demo import (
@@ -251,9 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         + table(["method"] + [f"{share:.0%} of budget" for share in CHECKPOINTS], curve_rows)
         + "\n"
     )
-    print(body)
-    if args.results is not None or not args.quick:
-        write_section("search-efficiency", body, args.results or RESULTS_PATH)
+    publish("search-efficiency", body, args.quick, args.results)
     return 0
 
 
