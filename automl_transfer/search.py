@@ -64,6 +64,8 @@ IDENTITY_ATTR = "automl_transfer"
 IDENTITY_KEYS = ("dataset", "dataset_fingerprint", "space", "space_fingerprint", "metric", "val_fraction")
 #: Study user attr: the settings of the latest ``search`` command, read by workers at every claim.
 JOB_ATTR = "automl_transfer_job"
+
+
 class TransferSearch:
     """An Optuna search over transfer settings whose best model is always on disk.
 
