@@ -20,7 +20,7 @@ test: $(INSTALLED)
 	$(VENV_PYTHON) -m pytest
 
 demo: $(INSTALLED)
-	$(VENV_PYTHON) -m automl_transfer.demo
+	$(VENV_PYTHON) -m automl_transfer demo
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache

@@ -1,7 +1,9 @@
 """automl-transfer: search pretrained backbones, heads and fine-tuning settings with Optuna.
 
-Backbones, heads and datasets come from pluggy plugins (entry-point group ``automl_transfer``);
-see :mod:`automl_transfer.plugins`.
+This module is the Python API: :class:`TransferSearch`, :class:`SearchConfig`, :func:`load_model`
+and the errors (imported on first use, so ``import automl_transfer`` stays light). Backbones,
+heads and datasets come from pluggy plugins (entry-point group ``automl_transfer``); a plugin
+imports what it needs from :mod:`automl_transfer.plugin`. ``ARCHITECTURE.md`` maps the packages.
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -41,15 +43,15 @@ __all__ = [
 def __getattr__(name):
     """Import the search and inference front doors on first use, keeping plain imports light."""
     if name == "TransferSearch":
-        from automl_transfer.search import TransferSearch
+        from automl_transfer.search.search import TransferSearch
 
         return TransferSearch
     if name == "SearchConfig":
-        from automl_transfer.search_config import SearchConfig
+        from automl_transfer.search.config import SearchConfig
 
         return SearchConfig
     if name == "load_model":
-        from automl_transfer.inference import load_model
+        from automl_transfer.inference.predictor import load_model
 
         return load_model
     raise AttributeError(f"module 'automl_transfer' has no attribute {name!r}")

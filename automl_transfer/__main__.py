@@ -2,6 +2,6 @@
 
 import sys
 
-from automl_transfer.cli import main
+from automl_transfer.commands.cli import main
 
 sys.exit(main())

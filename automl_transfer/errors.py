@@ -1,9 +1,14 @@
-"""The exceptions automl-transfer raises on purpose.
+"""The exceptions automl-transfer raises on purpose, and the exit codes they become.
 
 Every error a user can cause (bad input, a missing plugin, weights that cannot be reached)
 is an :class:`AutoMLTransferError`. The CLI prints its message on one line and exits with
-code 2; anything else is a bug and keeps its traceback.
+:data:`EXIT_USER_ERROR`; anything else is a bug and keeps its traceback.
 """
+
+#: Exit code for errors the user can fix (an :class:`AutoMLTransferError`), as for bad usage.
+EXIT_USER_ERROR = 2
+#: Exit code after Ctrl-C or SIGTERM, as shells report SIGINT.
+EXIT_INTERRUPTED = 130
 
 
 class AutoMLTransferError(Exception):

@@ -29,15 +29,15 @@ from pathlib import Path
 
 import timm
 import torch
+from common import EpochClock, median, minimal_fit, publish, section_preamble, table
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from common import EpochClock, median, minimal_fit, publish, section_preamble, table
-
-from automl_transfer.datasets import LabelledTensors, PreparedData
-from automl_transfer.devices import resolve_device
-from automl_transfer.plugins import load_plugins
-from automl_transfer.trial_runner import run_trial
+from automl_transfer.data.prepare import LabelledTensors, PreparedData
+from automl_transfer.registry import load_plugins
+from automl_transfer.training.devices import resolve_device
+from automl_transfer.training.params import TrialParams
+from automl_transfer.training.trial import run_trial
 
 #: Dense bf16 tensor-core peaks in TFLOP/s; the first name contained in the GPU's name wins.
 PEAK_TFLOPS = (
@@ -150,10 +150,11 @@ def run_ours(model_name: str, data: PreparedData, args: argparse.Namespace, devi
         "label_smoothing": LABEL_SMOOTHING,
         "augment": False,
         "warmup_epochs": WARMUP_EPOCHS,
+        "interpolation": "bilinear",
         "extra": {},
     }
     clock = EpochClock(device)
-    run_trial(params, lambda size, interpolation: data, device, clock, compile_model=compiled)
+    run_trial(TrialParams.from_dict(params), lambda size, interpolation: data, device, clock, compile_model=compiled)
     return clock.steady_seconds_per_epoch()
 
 

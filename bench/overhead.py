@@ -39,15 +39,16 @@ import numpy as np
 import optuna
 import timm
 import torch
+from common import median, minimal_fit, publish, section_preamble, synchronize, table
 from PIL import Image
 
-from common import median, minimal_fit, publish, section_preamble, synchronize, table
-
-from automl_transfer.datasets import LabelledTensors, PreparedData, load_dataset, prepare_data
-from automl_transfer.devices import resolve_device
-from automl_transfer.plugins import load_plugins
-from automl_transfer.search import TransferSearch
-from automl_transfer.trial_runner import run_trial
+from automl_transfer.data.datasets import load_dataset
+from automl_transfer.data.prepare import LabelledTensors, PreparedData, prepare_data
+from automl_transfer.registry import load_plugins
+from automl_transfer.search.search import TransferSearch
+from automl_transfer.training.devices import resolve_device
+from automl_transfer.training.params import TrialParams
+from automl_transfer.training.trial import run_trial
 
 SEED = 0
 LR = 3e-3
@@ -119,7 +120,8 @@ def run_ours_trial(args: argparse.Namespace, data: PreparedData, device: torch.d
 
     torch.manual_seed(SEED)
     start = time.perf_counter()
-    trained = run_trial(trial_params(args), lambda size, interpolation: data, device, on_epoch)
+    params = TrialParams.from_dict({**trial_params(args), "interpolation": "bilinear"})
+    trained = run_trial(params, lambda size, interpolation: data, device, on_epoch)
     synchronize(device)
     seconds = time.perf_counter() - start
     study.tell(trial, trained.metrics["accuracy"])

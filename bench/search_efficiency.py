@@ -43,29 +43,27 @@ from pathlib import Path
 
 import optuna
 import torch
+from common import median, publish, section_preamble, table
 from optuna.trial import TrialState
 from rich.console import Console
 
-from common import median, publish, section_preamble, table
-
-from automl_transfer.checkpoint import read_best_info
-from automl_transfer.demo import (
+from automl_transfer.contract.components import NO_WEIGHTS
+from automl_transfer.demo.demo import (
     SOURCE_ARCHITECTURES,
     SPACE_FILE,
-    DemoSettings,
     source_checkpoint,
     target_dataset,
     write_space,
 )
-from automl_transfer.devices import resolve_device
-from automl_transfer.hookspecs import hookimpl
-from automl_transfer.inference import load_model
-from automl_transfer.plugins import load_plugins, register_plugin, unregister_plugin
-from automl_transfer.search import TransferSearch
-from automl_transfer.search_config import SearchConfig
-from automl_transfer.sources import NO_WEIGHTS
-from automl_transfer.training import evaluate
-from automl_transfer.trial_runner import METRICS
+from automl_transfer.demo.settings import DemoSettings
+from automl_transfer.inference.predictor import load_model
+from automl_transfer.plugin import hookimpl
+from automl_transfer.registry import load_plugins, register_plugin, unregister_plugin
+from automl_transfer.search.config import METRICS, SearchConfig
+from automl_transfer.search.search import TransferSearch
+from automl_transfer.storage.checkpoint import read_best_info
+from automl_transfer.training.devices import resolve_device
+from automl_transfer.training.evaluation import evaluate
 
 METHODS = {"random": {"sampler": "random", "pruner": "none"}, "ours": {"sampler": "tpe", "pruner": "hyperband"}}
 #: Shares of the budget at which the table reports each method's test accuracy.

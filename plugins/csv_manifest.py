@@ -20,9 +20,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from automl_transfer.components import ImageDataset
-from automl_transfer.errors import DatasetError
-from automl_transfer.hookspecs import hookimpl
+from automl_transfer.plugin import DatasetError, ImageDataset, hookimpl
 
 #: Values of the ``split`` column (lower case) and the split each one means.
 SPLIT_NAMES = {"": "train", "train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}

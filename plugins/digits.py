@@ -24,10 +24,13 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from automl_transfer.components import ImageDataset
-from automl_transfer.datasets import parse_options, positive_int
-from automl_transfer.errors import DatasetError
-from automl_transfer.hookspecs import hookimpl
+from automl_transfer.plugin import (
+    DatasetError,
+    ImageDataset,
+    hookimpl,
+    parse_options,
+    positive_int,
+)
 
 
 def parse_digits(text: str) -> list[int]:

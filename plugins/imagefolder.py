@@ -12,7 +12,7 @@ is ``val``, ``valid``, ``validation`` or ``test``, in any case), ``train`` defin
 classes; ``val`` and ``test`` may lack a class or leave its folder empty, but may not add
 one. Class names are the folder names, sorted. Images are found at any depth under a class
 folder; hidden files and folders (starting with ``.``) and files whose extension is not in
-:data:`automl_transfer.images.IMAGE_EXTENSIONS` are ignored, as are files directly in the
+:func:`automl_transfer.plugin.image_extensions` are ignored, as are files directly in the
 top folder.
 """
 
@@ -21,10 +21,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from automl_transfer.components import ImageDataset
-from automl_transfer.errors import DatasetError
-from automl_transfer.hookspecs import hookimpl
-from automl_transfer.images import is_image_file
+from automl_transfer.plugin import DatasetError, ImageDataset, hookimpl, is_image_file
 
 #: Sub-folder names (lower case) that make a split layout, and the split each one holds.
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}

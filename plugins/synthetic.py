@@ -23,19 +23,14 @@ import math
 import numpy as np
 from PIL import Image
 
-from automl_transfer.components import ImageDataset
-from automl_transfer.datasets import parse_options, positive_int
-from automl_transfer.errors import DatasetError
-from automl_transfer.hookspecs import hookimpl
-
-
-def non_negative_int(text: str) -> int:
-    """Convert option text to an integer of at least 0; :class:`ValueError` otherwise."""
-    value = int(text)
-    if value < 0:
-        raise ValueError("must be 0 or more")
-    return value
-
+from automl_transfer.plugin import (
+    DatasetError,
+    ImageDataset,
+    hookimpl,
+    non_negative_int,
+    parse_options,
+    positive_int,
+)
 
 OPTIONS = {"classes": positive_int, "per_class": positive_int, "test": non_negative_int,
            "size": positive_int, "seed": int}

@@ -16,27 +16,26 @@ one group per block, with the final norm in the last block's group. Parameters t
 leaves unmatched (timm files them last, as the "head": a pre-logits norm such as ConvNeXt's
 ``head.norm``) join the last group too, as a ViT's final norm does. Models without a
 ``group_matcher`` fall back to timm's ``auto_group_layers``.
+
+timm and huggingface_hub are imported when a backbone is built, not when the plugin loads.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
+from typing import TYPE_CHECKING
 
-import timm
-from huggingface_hub import constants as hub_constants
-from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
-from huggingface_hub.errors import RemoteEntryNotFoundError
-from timm.data import resolve_data_config
-from timm.models import get_arch_pretrained_cfgs, get_pretrained_cfg, split_model_name_tag
-from timm.models._manipulate import group_parameters
-from timm.optim._param_groups import auto_group_layers
-from torch import nn
+from automl_transfer.plugin import (
+    NO_WEIGHTS,
+    Backbone,
+    UnknownComponentError,
+    WeightsError,
+    hookimpl,
+)
 
-from automl_transfer.components import Backbone
-from automl_transfer.errors import UnknownComponentError, WeightsError
-from automl_transfer.hookspecs import hookimpl
-from automl_transfer.sources import NO_WEIGHTS
+if TYPE_CHECKING:
+    from torch import nn
 
 #: Weight files timm looks for in a Hub repository when its config names none.
 HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -60,6 +59,9 @@ def build_timm_backbone(model: str, weights: str | None) -> Backbone:
     :raises WeightsError: the tag is unknown, two different tags were given, the model has no
         pretrained weights, or they can be neither downloaded nor found in the cache.
     """
+    import timm
+    from timm.data import resolve_data_config
+
     name = _timm_name(model, weights)
     pretrained = weights != NO_WEIGHTS
     if pretrained:
@@ -86,6 +88,9 @@ def timm_param_groups(network: nn.Module) -> list[list[str]]:
     :returns: parameter names per group, stem first; the parameters the model's
         ``group_matcher`` leaves unmatched are added to the last group.
     """
+    from timm.models import group_parameters
+    from timm.optim import auto_group_layers
+
     matcher_method = getattr(network, "group_matcher", None)
     unmatched: set[str] = set()
     if matcher_method is None:
@@ -118,6 +123,9 @@ def _unmatched_names(network: nn.Module, matcher: dict) -> set[str]:
 
 def _timm_name(model: str, weights: str | None) -> str:
     """The name to give ``timm.create_model``: the architecture plus the tag asked for."""
+    import timm
+    from timm.models import get_arch_pretrained_cfgs, split_model_name_tag
+
     architecture, model_tag = split_model_name_tag(model)
     if not timm.is_model(architecture):
         close = difflib.get_close_matches(architecture, timm.list_models(), n=3)
@@ -154,6 +162,10 @@ def _check_weights_reachable(name: str, model: str) -> None:
     :raises WeightsError: timm has no pretrained weights for ``name``, or the Hub cannot be
         reached and the weights are not in its cache.
     """
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+    from huggingface_hub.errors import RemoteEntryNotFoundError
+    from timm.models import get_pretrained_cfg
+
     config = get_pretrained_cfg(name)
     if config is None or not (config.hf_hub_id or config.url or config.file):
         raise WeightsError(
@@ -175,6 +187,8 @@ def _check_weights_reachable(name: str, model: str) -> None:
 
 
 def _unreachable(model: str, what: str, error: BaseException) -> WeightsError:
+    from huggingface_hub import constants as hub_constants
+
     reason = " ".join(str(error).split()) or type(error).__name__
     cache = hub_constants.HF_HUB_CACHE
     return WeightsError(

@@ -19,23 +19,26 @@ Parameter groups follow the module tree, input to output:
   and join the preceding group otherwise (a final norm joins the last block).
 
 So a ResNet-18 has a stem and eight residual-block groups and a ViT-B/16 a stem and twelve
-encoder-layer groups, as in timm.
+encoder-layer groups, as in timm. torch and torchvision are imported when a backbone is built,
+not when the plugin loads.
 """
 
 from __future__ import annotations
 
 import difflib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-from torchvision import models
-from torchvision.transforms import InterpolationMode
+from automl_transfer.plugin import (
+    NO_WEIGHTS,
+    Backbone,
+    UnknownComponentError,
+    WeightsError,
+    hookimpl,
+)
 
-from automl_transfer.components import Backbone
-from automl_transfer.errors import UnknownComponentError, WeightsError
-from automl_transfer.hookspecs import hookimpl
-from automl_transfer.sources import NO_WEIGHTS
+if TYPE_CHECKING:
+    from torch import nn
 
 #: Model-name prefix -> the attribute holding the classifier whose last ``nn.Linear`` goes.
 CLASSIFIERS = {
@@ -64,7 +67,6 @@ IMAGENET_DATA_CONFIG = {
     "crop_mode": "center",
 }
 
-_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
 @hookimpl
@@ -90,6 +92,9 @@ def build_torchvision_backbone(model: str, weights: str | None) -> Backbone:
     :raises WeightsError: an unknown weights tag (the valid ones are listed), or weights that
         can be neither downloaded nor found in torch's cache.
     """
+    import torch
+    from torchvision import models
+
     family = _family(model)
     weights_enum = models.get_model_weights(model)
     chosen = None if weights == NO_WEIGHTS else _weights_member(model, weights_enum, weights)
@@ -138,13 +143,14 @@ def block_param_groups(network: nn.Module) -> list[list[str]]:
 
 def _blocks(module: nn.Module, prefix: str) -> list[str]:
     """Names of the blocks under ``module`` (itself named ``prefix``), in registration order."""
-    splits = isinstance(module, _CONTAINERS) and any(_has_children(child) for child in module.children())
+    containers = _containers()
+    splits = isinstance(module, containers) and any(_has_children(child) for child in module.children())
     found = []
     for name, child in module.named_children():
         child_name = f"{prefix}.{name}" if prefix else name
         if not splits:
             found.extend(_blocks(child, child_name))  # look deeper for a container of blocks
-        elif isinstance(child, _CONTAINERS) and (inner := _blocks(child, child_name)):
+        elif isinstance(child, containers) and (inner := _blocks(child, child_name)):
             found.extend(inner)  # a stage of blocks: split it
         elif _has_children(child):
             found.append(child_name)  # a block
@@ -152,11 +158,20 @@ def _blocks(module: nn.Module, prefix: str) -> list[str]:
     return found
 
 
+def _containers() -> tuple[type, ...]:
+    """The container classes whose children may be blocks."""
+    from torch import nn
+
+    return (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
 def _has_children(module: nn.Module) -> bool:
     return next(module.children(), None) is not None
 
 
 def _family(model: str) -> str:
+    from torchvision import models
+
     known = models.list_models(module=models)
     if model not in known:
         close = difflib.get_close_matches(model, known, n=3)
@@ -188,6 +203,8 @@ def _drop_final_linear(network: nn.Module, classifier_name: str) -> int:
 
     :returns: the replaced layer's ``in_features``: the width of the pooled features.
     """
+    from torch import nn
+
     classifier = network.get_submodule(classifier_name)
     linear_names = [name for name, layer in classifier.named_modules() if isinstance(layer, nn.Linear)]
     last = f"{classifier_name}.{linear_names[-1]}" if linear_names[-1] else classifier_name
@@ -199,6 +216,8 @@ def _drop_final_linear(network: nn.Module, classifier_name: str) -> int:
 
 def _data_config(weights) -> dict:
     """The preprocessing ``weights`` were trained with, in timm's ``data_config`` form."""
+    from torchvision.transforms import InterpolationMode
+
     transform = weights.transforms()
     crop = getattr(transform, "crop_size", None)
     resize = getattr(transform, "resize_size", None)

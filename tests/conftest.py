@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from automl_transfer import plugins
+from automl_transfer import registry as plugins
 
 
 @pytest.fixture

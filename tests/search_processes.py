@@ -12,8 +12,9 @@ from typing import Callable, TypeVar
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from automl_transfer.checkpoint import load_best
-from automl_transfer.run_dir import open_storage, trial_counts
+from automl_transfer.search.counting import trial_counts
+from automl_transfer.storage.backends import open_storage
+from automl_transfer.storage.checkpoint import load_best
 
 CLI = [sys.executable, "-m", "automl_transfer"]
 DATASET = "digits:classes=0-2,per_class=20,size=16"

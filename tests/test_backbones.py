@@ -13,12 +13,12 @@ from safetensors.torch import save_file
 from torch import nn
 from torchvision import models
 
-from automl_transfer import plugins
-from automl_transfer.components import Backbone
+from automl_transfer import registry as plugins
+from automl_transfer.contract.components import Backbone
 from automl_transfer.errors import PluginError, UnknownComponentError, WeightsError
-from automl_transfer.freezing import freeze_backbone
-from automl_transfer.hookspecs import hookimpl
-from automl_transfer.sources import SourceSpec, build_backbone
+from automl_transfer.model.freezing import freeze_backbone
+from automl_transfer.model.sources import SourceSpec, build_backbone
+from automl_transfer.plugin import hookimpl
 
 #: Small models, with random weights, on which every backbone plugin is checked.
 CONTRACT_SOURCES = {

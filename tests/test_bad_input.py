@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 from search_processes import CLI, DATASET, SPACE, write_space
 
 from automl_transfer import TransferSearch
-from automl_transfer.cli import main
+from automl_transfer.commands.cli import main
 
 GOOD_SPACE = SPACE % {"epochs": 1}
 

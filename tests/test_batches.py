@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from automl_transfer import batches
-from automl_transfer.batches import DeviceSplit, augment, to_model_input
-from automl_transfer.datasets import LabelledTensors
+from automl_transfer.data import batches
+from automl_transfer.data.batches import DeviceSplit, augment, to_model_input
+from automl_transfer.data.prepare import LabelledTensors
 
 
 def ramps(count: int, size: int = 16) -> torch.Tensor:

@@ -18,7 +18,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from automl_transfer.checkpoint import (
+from automl_transfer.errors import RunDirError
+from automl_transfer.model.network import TransferModel
+from automl_transfer.storage.checkpoint import (
     BestModelInfo,
     load_best,
     read_best_info,
@@ -27,8 +29,6 @@ from automl_transfer.checkpoint import (
     save_best,
     save_best_if_better,
 )
-from automl_transfer.errors import RunDirError
-from automl_transfer.model import TransferModel
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -217,8 +217,8 @@ WRITER_ZYGOTE = r"""
 import os, random, sys, time
 import torch
 from torch import nn
-from automl_transfer.checkpoint import BestModelInfo, read_best_info, save_best_if_better
-from automl_transfer.model import TransferModel
+from automl_transfer.storage.checkpoint import BestModelInfo, read_best_info, save_best_if_better
+from automl_transfer.model.network import TransferModel
 
 torch.set_num_threads(1)
 MODEL = TransferModel(nn.Linear(512, 1024), nn.Linear(1024, 2), [0.5] * 3, [0.5] * 3)  # ~2 MB of weights

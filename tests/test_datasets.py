@@ -11,22 +11,16 @@ import pytest
 import torch
 from PIL import Image
 
-from automl_transfer import images as images_module
-from automl_transfer.components import ImageDataset
-from automl_transfer.datasets import (
-    dataset_fingerprint,
-    load_dataset,
-    parse_options,
-    positive_int,
-    prepare_data,
-    read_image,
-    resize_to_tensor,
-    stratified_split,
-)
+from automl_transfer.contract.components import ImageDataset
+from automl_transfer.contract.options import parse_options, positive_int
+from automl_transfer.data import images as images_module
+from automl_transfer.data.datasets import dataset_fingerprint, load_dataset
+from automl_transfer.data.image_files import image_extensions
+from automl_transfer.data.images import read_image, resize_to_tensor
+from automl_transfer.data.prepare import prepare_data, stratified_split
 from automl_transfer.errors import DatasetError, PluginError, UnknownComponentError
-from automl_transfer.hookspecs import hookimpl
-from automl_transfer.images import IMAGE_EXTENSIONS
-from automl_transfer.plugins import register_plugin, unregister_plugin
+from automl_transfer.plugin import hookimpl
+from automl_transfer.registry import register_plugin, unregister_plugin
 
 
 def save_image(path: Path, mode: str = "RGB", value: int | tuple = 128, size: tuple[int, int] = (12, 10)) -> Path:
@@ -85,8 +79,8 @@ def test_imagefolder_reads_every_mode_and_ignores_the_rest(tmp_path):
 
 
 def test_image_extensions_come_from_pil():
-    assert {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".gif"} <= IMAGE_EXTENSIONS
-    assert not {".txt", ".csv", ".pdf", ".eps", ".json"} & IMAGE_EXTENSIONS
+    assert {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".gif"} <= image_extensions()
+    assert not {".txt", ".csv", ".pdf", ".eps", ".json"} & image_extensions()
 
 
 def test_imagefolder_split_layout(tmp_path):

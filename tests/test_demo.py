@@ -16,18 +16,20 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 from rich.console import Console
 
-from automl_transfer.demo import (
+from automl_transfer.demo.demo import (
     SCRATCH,
     SOURCE_ARCHITECTURES,
     TRANSFER,
-    DemoSettings,
     FamilyResult,
-    add_arguments,
     family_of,
     family_winners,
     run_demo,
-    settings_from_args,
     verdict,
+)
+from automl_transfer.demo.settings import (
+    DemoSettings,
+    add_arguments,
+    settings_from_args,
 )
 from automl_transfer.errors import AutoMLTransferError
 
@@ -111,7 +113,7 @@ def test_quick_demo_runs_end_to_end_then_as_make_demo_does_from_its_cache(tmp_pa
 
     printed = output.getvalue()
     for architecture in SOURCE_ARCHITECTURES:
-        assert (tmp_path / "cache" / f"{architecture}-source.safetensors").is_file()
+        assert (tmp_path / "cache" / f"{architecture}-source" / "best" / "model.safetensors").is_file()
     assert set(result.families) == {TRANSFER, SCRATCH}
     assert result.families[SCRATCH].params["source"].endswith("@none")
     assert not result.families[TRANSFER].params["source"].endswith("@none")
@@ -128,7 +130,7 @@ def test_quick_demo_runs_end_to_end_then_as_make_demo_does_from_its_cache(tmp_pa
     # Again, as `make demo` runs it (a module in a fresh process): the sources come from the cache.
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     finished = subprocess.run(
-        [sys.executable, "-m", "automl_transfer.demo", "--quick", "--device", "cpu",
+        [sys.executable, "-m", "automl_transfer", "demo", "--quick", "--device", "cpu",
          "--run-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")],
         cwd=tmp_path,
         env=env,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from automl_transfer.devices import resolve_device
 from automl_transfer.errors import AutoMLTransferError
+from automl_transfer.training.devices import resolve_device
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ def _automl_transfer(args: list[str], site: Path, cwd: Path) -> subprocess.Compl
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
     env.pop("AUTOML_TRANSFER_DISABLE_PLUGINS", None)
     return subprocess.run(
-        [sys.executable, "-c", "import sys; from automl_transfer.cli import main; sys.exit(main())", *args],
+        [sys.executable, "-c", "import sys; from automl_transfer.commands.cli import main; sys.exit(main())", *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -64,6 +64,7 @@ def test_installed_example_plugin_is_listed_with_its_components(example_site, tm
     example = next(plugin for plugin in listing["plugins"] if plugin["name"] == "example")
     assert example["distribution"] == "automl-transfer-example-plugin"
     assert (example["backbones"], example["heads"], example["datasets"]) == (["tinycnn"], ["cosine"], ["stripes"])
+    assert example["observes"] == ["search_start", "epoch_end", "search_end"]
     assert not [error for error in listing["errors"] if error["name"] == "example"]
 
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from automl_transfer.components import Backbone
+from automl_transfer.contract.components import Backbone
 from automl_transfer.errors import PluginError
-from automl_transfer.freezing import freeze_backbone
-from automl_transfer.model import TransferModel
-from automl_transfer.sources import build_backbone
+from automl_transfer.model.freezing import freeze_backbone
+from automl_transfer.model.network import TransferModel
+from automl_transfer.model.sources import build_backbone
 
 #: The block a parameter of a test model belongs to: ``layer2.0`` of a ResNet, ``blocks.3`` of a ViT.
 BLOCK = {"timm:test_resnet@none": r"^(layer\d+\.\d+)\.", "timm:test_vit@none": r"^(blocks\.\d+)\."}

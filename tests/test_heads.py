@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from automl_transfer.plugins import get_component
+from automl_transfer.registry import get_component
 
 
 def test_heads_plugin_registers_linear_and_mlp_with_their_spaces():

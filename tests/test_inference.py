@@ -9,15 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from automl_transfer import cli
-from automl_transfer.checkpoint import BestModelInfo, save_best
-from automl_transfer.commands import COMMAND_MODULES
+from automl_transfer.commands import COMMAND_MODULES, cli
+from automl_transfer.data.images import read_image, resize_to_tensor
 from automl_transfer.errors import DatasetError, RunDirError
-from automl_transfer.images import read_image, resize_to_tensor
-from automl_transfer.inference import LoadedModel, Prediction, load_model
-from automl_transfer.model import TransferModel
-from automl_transfer.plugins import get_component
-from automl_transfer.sources import SourceSpec, build_backbone
+from automl_transfer.inference.predictor import LoadedModel, Prediction, load_model
+from automl_transfer.model.network import TransferModel
+from automl_transfer.model.sources import SourceSpec, build_backbone
+from automl_transfer.registry import get_component
+from automl_transfer.storage.checkpoint import BestModelInfo, save_best
 
 IMAGE_SIZE = 40
 CLASS_NAMES = ["cat", "dog", "fish"]

@@ -24,8 +24,9 @@ from search_processes import (
     write_space,
 )
 
-from automl_transfer import TransferSearch, checkpoint
-from automl_transfer.trial_runner import run_trial
+from automl_transfer import TransferSearch
+from automl_transfer.storage import checkpoint
+from automl_transfer.training.trial import run_trial
 
 
 @pytest.mark.slow
@@ -99,11 +100,11 @@ def test_a_crash_between_saving_the_best_model_and_telling_the_study_completes_t
     gone.wait()
     trial.set_user_attr("host", socket.gethostname())
     trial.set_user_attr("pid", gone.pid)
-    params = search.space.suggest(trial)
-    trial.set_user_attr("params", params)
+    params = search.runner.suggest(trial)
+    trial.set_user_attr("params", params.to_dict())
     trained = run_trial(params, search.prepare, torch.device("cpu"), lambda epoch, metrics: None)
     value = trained.metrics["accuracy"]
-    assert checkpoint.save_best_if_better(run_dir, trained.model, search.best_info(trial, params, trained, value),
+    assert checkpoint.save_best_if_better(run_dir, trained.model, search.runner.model_info(trial.number, trained, value),
                                           value, "maximize")
     # ... and here it was killed, before study.tell().
 

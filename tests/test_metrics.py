@@ -8,7 +8,7 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, f1_score
 
-from automl_transfer.metrics import accuracy, confusion_matrix, macro_f1
+from automl_transfer.training.metrics import accuracy, confusion_matrix, macro_f1
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -7,7 +7,11 @@ import math
 import pytest
 import torch
 
-from automl_transfer.optim import build_lr_schedule, build_optimizer, warmup_steps_for
+from automl_transfer.training.optim import (
+    build_lr_schedule,
+    build_optimizer,
+    warmup_steps_for,
+)
 
 
 def lrs_seen(total_steps: int, warmup_steps: int, lr: float = 1.0) -> list[float]:

@@ -8,16 +8,18 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
-from automl_transfer import cli, plugins
-from automl_transfer.components import Backbone, Component
+from automl_transfer import registry as plugins
+from automl_transfer.commands import cli
+from automl_transfer.contract.components import Backbone, Component
 from automl_transfer.errors import PluginError, UnknownComponentError
-from automl_transfer.hookspecs import hookimpl
-from automl_transfer.registry import Registry
+from automl_transfer.plugin import hookimpl
+from automl_transfer.registry.registry import Registry
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("automl-transfer")
 
@@ -25,8 +27,8 @@ FAKEZOO_MODULE = '''
 """A third-party plugin: one backbone, one head, one dataset."""
 from torch import nn
 
-from automl_transfer.components import Backbone, ImageDataset
-from automl_transfer.hookspecs import hookimpl
+from automl_transfer.contract.components import Backbone, ImageDataset
+from automl_transfer.plugin import hookimpl
 
 
 def build_backbone(model, weights):
@@ -62,7 +64,7 @@ import automl_transfer_no_such_dependency
 '''
 
 RAISING_MODULE = '''
-from automl_transfer.hookspecs import hookimpl
+from automl_transfer.plugin import hookimpl
 
 
 @hookimpl
@@ -161,6 +163,7 @@ def test_cli_discovers_an_installed_third_party_plugin(listing_run):
         "backbones": ["fakezoo"],
         "heads": ["fakehead"],
         "datasets": ["fakedata"],
+        "observes": [],
     }
 
 
@@ -304,6 +307,7 @@ def test_in_memory_plugin_components_are_listed(register_plugin):
         "backbones": ["tiny_backbone"],
         "heads": ["tiny_head"],
         "datasets": ["tiny_data"],
+        "observes": [],
     }
 
 
@@ -315,17 +319,29 @@ def test_unregistered_plugin_components_disappear(register_plugin):
     assert "provider" not in {plugin["name"] for plugin in plugins.plugin_listing()["plugins"]}
 
 
-def test_duplicate_name_is_a_plugin_error_naming_both_plugins(register_plugin):
+def test_a_clashing_name_is_refused_in_both_plugins_whatever_the_order(register_plugin):
     register_plugin(_Provider, "provider")
     with pytest.warns(plugins.PluginWarning, match="tiny_backbone"):
         register_plugin(_Rival, "rival")
-    assert plugins.get_component("backbone", "tiny_backbone").plugin == "provider"
+    with pytest.raises(PluginError, match="'provider' and 'rival'.*--disable-plugins"):
+        plugins.get_component("backbone", "tiny_backbone")
     assert plugins.get_component("backbone", "rival_backbone").plugin == "rival"
-    [error] = [error for error in plugins.plugin_listing()["errors"] if error["name"] == "rival"]
+    assert plugins.get_component("head", "tiny_head").plugin == "provider"
+    [error] = [error for error in plugins.plugin_listing()["errors"] if "tiny_backbone" in error["error"]]
     assert "'provider'" in error["error"] and "'rival'" in error["error"]
+    listed = {plugin["name"]: plugin["backbones"] for plugin in plugins.plugin_listing()["plugins"]}
+    assert listed["provider"] == [] and listed["rival"] == ["rival_backbone"]
 
 
-def test_removing_the_first_provider_hands_the_name_to_the_second(register_plugin):
+def test_the_same_clash_is_refused_when_the_plugins_load_the_other_way_round(register_plugin):
+    register_plugin(_Rival, "rival")
+    with pytest.warns(plugins.PluginWarning, match="tiny_backbone"):
+        register_plugin(_Provider, "provider")
+    with pytest.raises(PluginError, match="'rival' and 'provider'"):
+        plugins.get_component("backbone", "tiny_backbone")
+
+
+def test_removing_one_of_two_clashing_plugins_gives_the_name_to_the_other(register_plugin):
     register_plugin(_Provider, "provider")
     with pytest.warns(plugins.PluginWarning):
         register_plugin(_Rival, "rival")
@@ -334,12 +350,14 @@ def test_removing_the_first_provider_hands_the_name_to_the_second(register_plugi
     assert not [error for error in plugins.plugin_listing()["errors"] if error["name"] == "rival"]
 
 
-def test_registry_rejects_a_duplicate_naming_both_plugins():
+def test_registry_refuses_a_duplicate_in_both_naming_both_plugins():
     registry = Registry("dataset")
     registry.add(Component("dataset", "pets", print, "first"))
-    with pytest.raises(PluginError, match="'second'.*'first'"):
+    with pytest.raises(PluginError, match="'first' and 'second'"):
         registry.add(Component("dataset", "pets", print, "second"))
-    assert registry.get("pets").plugin == "first"
+    with pytest.raises(PluginError, match="'first' and 'second'.*--disable-plugins"):
+        registry.get("pets")
+    assert list(registry) == []
 
 
 def test_unknown_name_lists_close_matches_and_the_listing_command(register_plugin):
@@ -439,12 +457,19 @@ class _FailingObserver:
         raise RuntimeError("tracker offline")
 
 
-def test_failing_observer_is_a_warning_and_others_are_still_called(register_plugin):
+def test_failing_observer_is_one_warning_per_search_and_others_are_still_called(register_plugin):
     recorder = register_plugin(_Recorder(), "recorder")
     register_plugin(_FailingObserver, "failing")
-    with pytest.warns(plugins.PluginWarning, match="'failing' failed in trial_end: RuntimeError: tracker offline"):
-        plugins.call_observers("trial_end", trial="t1", state="COMPLETE", value=0.5, reason=None)
-    assert recorder.calls == [("t1", "COMPLETE", 0.5, None)]
+    trial = SimpleNamespace(number=1, params={}, user_attrs={})
+    plugins.call_observers("search_start", run_dir=None, study=None, settings={"quiet": True})
+    with pytest.warns(plugins.PluginWarning) as warned:
+        for _ in range(3):
+            plugins.call_observers("trial_end", trial=trial, state="COMPLETE", value=0.5, reason=None)
+    failing = [str(warning.message) for warning in warned if "'failing'" in str(warning.message)]
+    assert len(failing) == 1, failing
+    assert "'failing' (no distribution) failed in trial_end: RuntimeError: tracker offline" in failing[0]
+    assert f"raised at {__file__}:" in failing[0]
+    assert recorder.calls == [(trial, "COMPLETE", 0.5, None)] * 3
     assert plugins.observed_hooks("recorder") == ["trial_end"]
 
 
@@ -478,3 +503,28 @@ def test_cli_exits_130_on_ctrl_c(monkeypatch):
 
     monkeypatch.setattr(plugins, "plugin_listing", interrupt)
     assert cli.main(["plugins"]) == 130
+
+
+def test_the_import_paths_of_version_0_1_still_work_and_say_where_names_moved():
+    import automl_transfer.components as old_components
+    import automl_transfer.datasets as old_datasets
+    import automl_transfer.hookspecs as old_hookspecs
+    import automl_transfer.plugins as old_plugins
+    from automl_transfer import plugin
+
+    with pytest.warns(DeprecationWarning, match="automl_transfer.hookspecs.hookimpl moved: import it from automl_transfer.plugin"):
+        assert old_hookspecs.hookimpl is plugin.hookimpl
+    with pytest.warns(DeprecationWarning):
+        assert (old_components.Backbone, old_components.ImageDataset) == (plugin.Backbone, plugin.ImageDataset)
+    with pytest.warns(DeprecationWarning):
+        assert old_datasets.parse_options is plugin.parse_options
+    with pytest.warns(DeprecationWarning):
+        assert old_plugins.register_plugin is plugin.register_plugin
+    with pytest.raises(AttributeError):
+        old_components.Nothing  # noqa: B018
+
+
+def test_the_plugin_api_imports_no_torch_timm_or_optuna():
+    code = "import sys, automl_transfer.plugin; print(sorted({'torch', 'timm', 'optuna'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"

@@ -27,7 +27,7 @@ from search_processes import (
 )
 
 from automl_transfer import TransferSearch
-from automl_transfer.run_dir import GRACE_INTERVALS
+from automl_transfer.storage.backends import GRACE_INTERVALS
 
 URL = os.environ.get("AUTOML_TRANSFER_TEST_POSTGRES_URL")
 pytestmark = pytest.mark.skipif(

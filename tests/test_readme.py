@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from automl_transfer import hookspecs
+from automl_transfer.contract import hookspecs
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

@@ -15,10 +15,11 @@ from PIL import Image
 from torch import nn
 
 from automl_transfer import TransferSearch, load_model
-from automl_transfer.datasets import load_dataset, prepare_data
-from automl_transfer.hookspecs import hookimpl
-from automl_transfer.run_dir import JOURNAL_NAME
-from automl_transfer.training import evaluate
+from automl_transfer.data.datasets import load_dataset
+from automl_transfer.data.prepare import prepare_data
+from automl_transfer.plugin import hookimpl
+from automl_transfer.storage.run_dir import JOURNAL_NAME
+from automl_transfer.training.evaluation import evaluate
 
 DATASET = "digits:classes=0-2,per_class=16,size=16"
 SPACE = """

@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from automl_transfer.errors import PluginError, SearchSpaceError
-from automl_transfer.hookspecs import hookimpl
+from automl_transfer.plugin import hookimpl
 from automl_transfer.space import SearchSpace, load_space, parse_yaml, preset_names
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -67,7 +67,8 @@ def test_demo_preset_mixes_local_checkpoints_and_random_init(tmp_path, monkeypat
 
 
 def test_demo_preset_is_the_space_the_demo_searches(tmp_path, monkeypatch):
-    from automl_transfer.demo import SOURCE_ARCHITECTURES, DemoSettings, write_space
+    from automl_transfer.demo.demo import SOURCE_ARCHITECTURES, write_space
+    from automl_transfer.demo.settings import DemoSettings
 
     monkeypatch.chdir(tmp_path)
     settings = DemoSettings()

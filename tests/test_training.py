@@ -11,23 +11,23 @@ import torch
 from timm.models import group_parameters
 from torch import nn
 
-from automl_transfer import training
-from automl_transfer.components import Backbone
-from automl_transfer.datasets import LabelledTensors, PreparedData
-from automl_transfer.freezing import freeze_backbone
-from automl_transfer.model import TransferModel
-from automl_transfer.training import (
+from automl_transfer.contract.components import Backbone
+from automl_transfer.data.prepare import LabelledTensors, PreparedData
+from automl_transfer.model.freezing import freeze_backbone
+from automl_transfer.model.network import TransferModel
+from automl_transfer.training import fit as training
+from automl_transfer.training.evaluation import evaluate
+from automl_transfer.training.fit import (
     NonFiniteLossError,
     OutOfMemoryTrialError,
     TrialSettings,
-    evaluate,
     fit,
     fit_with_oom_retry,
 )
 
 CPU = torch.device("cpu")
 COLOURS = torch.tensor([[200, 40, 40], [40, 200, 40], [40, 40, 200]], dtype=torch.float32)
-METRIC_KEYS = {"epoch", "train_loss", "val_loss", "accuracy", "macro_f1"}
+METRIC_KEYS = {"epoch", "train_loss", "val_loss", "accuracy", "macro_f1", "train_images"}
 
 
 @pytest.fixture(autouse=True)

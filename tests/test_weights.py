@@ -11,11 +11,15 @@ from safetensors.torch import save_file
 from torch import nn
 from torchvision import models
 
-from automl_transfer import checkpoint
 from automl_transfer.errors import WeightsError
-from automl_transfer.model import TransferModel
-from automl_transfer.sources import build_backbone
-from automl_transfer.weights import OWN_FORMAT, apply_backbone_weights, load_weights_file
+from automl_transfer.model.network import TransferModel
+from automl_transfer.model.sources import build_backbone
+from automl_transfer.model.weights import (
+    OWN_FORMAT,
+    apply_backbone_weights,
+    load_weights_file,
+)
+from automl_transfer.storage import checkpoint
 
 
 @pytest.fixture

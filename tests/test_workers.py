@@ -11,7 +11,6 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from torch import nn
 from search_processes import (
     CLI,
     DATASET,
@@ -24,12 +23,20 @@ from search_processes import (
     wait_for,
     write_space,
 )
+from torch import nn
 
 from automl_transfer import TransferSearch, load_model
-from automl_transfer.checkpoint import save_best
-from automl_transfer.model import TransferModel
-from automl_transfer.recovery import process_gone, process_record, recover_lost_trials, settle_lost_trial
-from automl_transfer.run_dir import build_summary, open_storage, trial_counts
+from automl_transfer.model.network import TransferModel
+from automl_transfer.search.counting import trial_counts
+from automl_transfer.search.recovery import (
+    process_gone,
+    process_record,
+    recover_lost_trials,
+    settle_lost_trial,
+)
+from automl_transfer.search.summary import build_summary
+from automl_transfer.storage.backends import open_storage
+from automl_transfer.storage.checkpoint import save_best
 
 
 def test_two_workers_finish_exactly_the_requested_trials_and_agree_on_the_best(tmp_path: Path) -> None:

@@ -1,12 +1,10 @@
-"""``automl-transfer demo``: the offline end-to-end demo on scikit-learn's digits (see :mod:`automl_transfer.demo`)."""
+"""``automl-transfer demo``: the offline end-to-end demo on scikit-learn's digits (see :mod:`automl_transfer.demo.demo`)."""
 
 from __future__ import annotations
 
 import argparse
 
-import optuna
-
-from automl_transfer.demo import add_arguments, run_demo, settings_from_args
+from automl_transfer.demo.settings import add_arguments, settings_from_args
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -25,6 +23,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; exit 0 whatever the verdict."""
+    import optuna
+
+    from automl_transfer.demo.demo import run_demo
+
     settings = settings_from_args(args)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     run_demo(settings)

@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from rich.console import Console
-from rich.table import Table
-
-from automl_transfer import plugins
+from automl_transfer import registry
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -31,12 +28,15 @@ def run(args: argparse.Namespace) -> int:
 
     Broken plugins are listed under errors and do not change the exit code.
     """
-    listing = plugins.plugin_listing()
+    listing = registry.plugin_listing()
     if args.json:
         print(json.dumps(listing, indent=2))
         return 0
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
-    observed = {plugin["name"]: plugins.observed_hooks(plugin["name"]) for plugin in listing["plugins"]}
+    observed = {plugin["name"]: plugin["observes"] for plugin in listing["plugins"]}
     table = Table(title="Plugins", show_lines=True)
     table.add_column("plugin", no_wrap=True)
     table.add_column("distribution")
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
             row.append(", ".join(observed[plugin["name"]]))
         table.add_row(*row)
     console.print(table)
-    disabled = plugins.disabled_plugins()
+    disabled = registry.disabled_plugins()
     if disabled:
         console.print(f"disabled: {', '.join(disabled)}", highlight=False)
     if listing["errors"]:

@@ -6,8 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-from automl_transfer.inference import load_model
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``predict`` subcommand."""
@@ -32,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
     :returns: 0.
     :raises AutoMLTransferError: no best model, a missing or unreadable image, a bad device.
     """
+    from automl_transfer.inference.predictor import load_model
+
     model = load_model(args.run_dir, device=args.device)
     for prediction in model.predict(args.images, batch_size=args.batch_size):
         if args.json:

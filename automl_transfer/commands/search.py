@@ -7,15 +7,9 @@ import shlex
 import sys
 from pathlib import Path
 
-import optuna
-
-from automl_transfer.errors import AutoMLTransferError
-from automl_transfer.job_config import merge_job, read_job_file
-from automl_transfer.search import TransferSearch
-from automl_transfer.search_config import PRUNERS, SAMPLERS, SearchConfig
-from automl_transfer.trial_runner import METRICS
-
-EXIT_INTERRUPTED = 130
+from automl_transfer.commands.job_config import merge_job, read_job_file
+from automl_transfer.errors import EXIT_INTERRUPTED, AutoMLTransferError
+from automl_transfer.search.config import METRICS, PRUNERS, SAMPLERS, SearchConfig
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -76,6 +70,10 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Run the search; exit 0 when done, 130 after Ctrl-C or SIGTERM (printing how to resume)."""
+    import optuna
+
+    from automl_transfer.search.search import TransferSearch
+
     config = config_from_args(args)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:

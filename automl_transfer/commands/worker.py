@@ -14,11 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-import optuna
-import torch
-
-from automl_transfer.recovery import interrupt_on_signals
-from automl_transfer.workers import EXIT_INTERRUPTED, STORAGE_ENV, join_search
+from automl_transfer.errors import EXIT_INTERRUPTED
+from automl_transfer.search.workers import STORAGE_ENV
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -48,6 +45,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Work until no trial is left; exit 0, or 130 after Ctrl-C or SIGTERM."""
+    import optuna
+    import torch
+
+    from automl_transfer.search.join import join_search
+    from automl_transfer.search.signals import interrupt_on_signals
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))

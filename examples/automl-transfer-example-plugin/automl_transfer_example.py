@@ -13,7 +13,8 @@ Installed, it adds to every search:
   directory.
 
 Each hook receives a ``register`` callback (or, for observers, keyword arguments) and must
-accept exactly the argument names of :mod:`automl_transfer.hookspecs`.
+accept exactly the argument names of :mod:`automl_transfer.contract.hookspecs`; everything the plugin needs comes from
+:mod:`automl_transfer.plugin`.
 """
 
 from __future__ import annotations
@@ -28,10 +29,16 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from automl_transfer.components import Backbone, ImageDataset
-from automl_transfer.datasets import parse_options, positive_int
-from automl_transfer.errors import DatasetError, UnknownComponentError, WeightsError
-from automl_transfer.hookspecs import hookimpl
+from automl_transfer.plugin import (
+    Backbone,
+    DatasetError,
+    ImageDataset,
+    UnknownComponentError,
+    WeightsError,
+    hookimpl,
+    parse_options,
+    positive_int,
+)
 
 #: The ``tinycnn`` models: the channel width of each of the four stages.
 TINYCNN_WIDTHS = {"small": (16, 32, 48, 64), "wide": (32, 64, 96, 128)}

@@ -1,0 +1,89 @@
+"""The ``automl-transfer`` command line.
+
+``main`` parses the global options, loads the plugins (skipping ``--disable-plugins``) and hands
+over to the subcommand. Subcommands live in ``automl_transfer/commands/<name>.py``, listed in
+:data:`automl_transfer.commands.COMMAND_MODULES`; each has ``add_parser(subparsers)`` and
+``run(args) -> int``. Building the parser imports no torch, timm or optuna (a command imports
+what it needs when it runs), so ``--help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+from collections.abc import Sequence
+from types import ModuleType
+
+from automl_transfer import __version__, registry
+from automl_transfer.commands import COMMAND_MODULES
+from automl_transfer.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_USER_ERROR,
+    AutoMLTransferError,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser with the global options and one subparser per command module.
+
+    Each subparser gets a ``run`` default: the ``run(args)`` function of its module.
+    """
+    parser = argparse.ArgumentParser(
+        prog="automl-transfer",
+        description="Search pretrained backbones, heads and fine-tuning settings for an image dataset.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--disable-plugins",
+        metavar="NAME[,NAME...]",
+        default="",
+        help=f"plugins not to load, comma-separated (adds to ${registry.DISABLE_ENV})",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in command_modules():
+        before = set(subparsers.choices)
+        module.add_parser(subparsers)
+        for name in set(subparsers.choices) - before:
+            subparsers.choices[name].set_defaults(run=module.run)
+    return parser
+
+
+def command_modules() -> list[ModuleType]:
+    """Import and return the modules of :data:`COMMAND_MODULES`, in order."""
+    return [importlib.import_module(f"automl_transfer.commands.{name}") for name in COMMAND_MODULES]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return the exit code.
+
+    :param argv: the arguments after the program name; ``None`` reads ``sys.argv``.
+    :returns: the command's exit code; 2 after an :class:`AutoMLTransferError` (printed as one
+        ``error: ...`` line on stderr); 130 after Ctrl-C. Bad usage exits through argparse.
+    """
+    args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("default", registry.PluginWarning)
+        warnings.showwarning = _one_line_plugin_warnings(warnings.showwarning)
+        try:
+            registry.load_plugins(disabled=[name.strip() for name in args.disable_plugins.split(",") if name.strip()])
+            return args.run(args)
+        except AutoMLTransferError as exc:
+            print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+
+def _one_line_plugin_warnings(show_other):
+    """Wrap ``warnings.showwarning`` so a :class:`~automl_transfer.registry.PluginWarning` prints as one line."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, registry.PluginWarning):
+            print(f"warning: {message}", file=sys.stderr if file is None else file)
+        else:
+            show_other(message, category, filename, lineno, file, line)
+
+    return show

@@ -1,0 +1,118 @@
+"""The hooks a plugin can implement.
+
+Registration hooks receive a ``register`` callback and push components into it, so a new
+keyword argument never breaks an old plugin. Lifecycle hooks are for observers (loggers,
+trackers, the built-in console output): their return values are ignored, and an exception in
+one is reported as one warning per search naming the plugin, its distribution, the error and
+the file and line that raised it, never allowed to stop the search. An implementation may
+take fewer arguments than its spec names, never others.
+"""
+
+import pluggy
+
+PROJECT_NAME = "automl_transfer"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def register_backbones(register):
+    """Register backbone builders: the pretrained models a search can transfer from.
+
+    :param register: call ``register(name, build, description="")`` once per builder.
+        ``name`` is the part of a source before the colon (``timm`` in
+        ``timm:resnet50.a1_in1k``). ``build(model, weights)`` receives the model name and
+        ``weights``: ``None`` for the builder's default pretrained weights, ``"none"`` for
+        random initialisation, or a pretrained tag the builder resolves. It must return an
+        :class:`automl_transfer.plugin.Backbone`. Local weight files never reach the
+        builder: the core builds with ``"none"`` and loads the file itself.
+    """
+
+
+@hookspec
+def register_heads(register):
+    """Register classification heads that sit on a backbone's pooled features.
+
+    :param register: call ``register(name, build, space=None, description="")`` once per
+        head. ``build(in_features, num_classes, **params)`` must return an ``nn.Module``
+        mapping ``(batch, in_features)`` to ``(batch, num_classes)`` logits. ``space`` is the
+        search space of ``params`` in the search-space YAML format (for example
+        ``{"hidden": [256, 512], "dropout": {"low": 0.0, "high": 0.5}}``); it is searched
+        only in trials that choose this head.
+    """
+
+
+@hookspec
+def register_datasets(register):
+    """Register dataset loaders, written ``NAME[:LOCATION]`` on the command line.
+
+    :param register: call ``register(name, load, description="")`` once per loader.
+        ``load(location)`` receives the text after the colon (``None`` when there is none)
+        and must return an :class:`automl_transfer.plugin.ImageDataset`, or raise
+        :class:`automl_transfer.plugin.DatasetError` naming the file or folder at fault.
+    """
+
+
+@hookspec
+def search_start(run_dir, study, settings):
+    """Called once when a search (or a joining worker) starts, before its first trial.
+
+    :param run_dir: the run directory, a ``pathlib.Path``.
+    :param study: the ``optuna.Study`` being optimised.
+    :param settings: the search settings as a JSON-ready dict (dataset, space, trials ...).
+    """
+
+
+@hookspec
+def search_phase(phase, done, total):
+    """Called while the search works outside a trial: decoding images, caching features, refitting.
+
+    Called once with ``done=0`` when a phase starts, then as it progresses, and once with
+    ``done == total`` when it ends (the console draws a progress line from these calls).
+
+    :param phase: a short description, e.g. ``"decoding images (32 px)"``.
+    :param done: how many units (images, epochs) are done.
+    :param total: how many units there are, or ``None`` when that is not known.
+    """
+
+
+@hookspec
+def search_end(run_dir, study, summary):
+    """Called once when a search ends, normally or by interruption.
+
+    :param run_dir: the run directory, a ``pathlib.Path``.
+    :param study: the ``optuna.Study``.
+    :param summary: the dict written to ``summary.json``.
+    """
+
+
+@hookspec
+def trial_start(trial, params):
+    """Called when a trial starts, after its parameters are sampled.
+
+    :param trial: the ``optuna.Trial``.
+    :param params: the trial's parameters, a dict of name to value.
+    """
+
+
+@hookspec
+def trial_end(trial, state, value, reason):
+    """Called when a trial ends in any state.
+
+    :param trial: the ``optuna.Trial``.
+    :param state: the final ``optuna.trial.TrialState``.
+    :param value: the objective value, or ``None`` for pruned and failed trials.
+    :param reason: why a trial failed (``"non-finite loss"``, ``"out of memory"`` ...), else ``None``.
+    """
+
+
+@hookspec
+def epoch_end(trial, epoch, metrics):
+    """Called after each epoch's validation, before the pruner decides.
+
+    :param trial: the ``optuna.Trial``.
+    :param epoch: the epoch just finished, counting from 1.
+    :param metrics: a dict with at least ``epoch``, ``train_loss``, ``val_loss``, ``accuracy``,
+        ``macro_f1`` and ``train_images`` (the images the epoch trained on).
+    """

@@ -1,0 +1,44 @@
+"""Which files are images: every extension Pillow can open, less formats no photo folder holds.
+
+Kept apart from decoding so that dataset plugins can test file names without importing
+torch; Pillow itself is imported on the first call.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+#: Extensions PIL registers for formats it can open but that are not raster pictures a folder
+#: of photos holds, or that need an external program: scientific and weather stubs, video,
+#: vector formats (Ghostscript, Windows-only metafiles) and IPTC metadata.
+EXCLUDED_EXTENSIONS = frozenset(
+    {".bufr", ".grib", ".h5", ".hdf", ".fit", ".fits", ".mpeg", ".mpg", ".eps", ".ps", ".emf", ".wmf", ".iim"}
+)
+
+
+@lru_cache(maxsize=1)
+def image_extensions() -> frozenset[str]:
+    """Return the lower-case extensions treated as images.
+
+    Every extension Pillow registers for a format it can open (``.jpg``, ``.png``, ``.webp``,
+    ``.tif``, ``.bmp``, ``.gif`` ...; ``.avif`` and ``.heic`` when the installed Pillow
+    plugins read them), less :data:`EXCLUDED_EXTENSIONS`.
+    """
+    from PIL import Image
+
+    Image.init()
+    return frozenset(
+        extension
+        for extension, image_format in Image.registered_extensions().items()
+        if image_format in Image.OPEN and extension not in EXCLUDED_EXTENSIONS
+    )
+
+
+def is_image_file(path: str | Path) -> bool:
+    """Return whether ``path`` names a visible file (not starting with ``.``) with an image extension.
+
+    Only the name is looked at; the file is not opened.
+    """
+    path = Path(path)
+    return not path.name.startswith(".") and path.suffix.lower() in image_extensions()

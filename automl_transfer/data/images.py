@@ -1,0 +1,156 @@
+"""Reading one image and turning it into the fixed-size tensor every model input starts as.
+
+Training, evaluation and ``predict`` all go through :func:`read_image` and
+:func:`resize_to_tensor`, so an image is preprocessed the same way wherever it is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from automl_transfer.contract.components import ImageItem
+from automl_transfer.errors import DatasetError
+
+#: Interpolation names accepted by :func:`resize_to_tensor` (timm's ``data_config`` names).
+INTERPOLATIONS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+
+_WHITE = (255, 255, 255, 255)
+
+logger = logging.getLogger(__name__)
+
+
+def _to_eight_bits(image: Image.Image) -> Image.Image:
+    """Scale a 16/32-bit integer or float single-channel image into an 8-bit ``L`` image."""
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode == "F":
+        peak = 1.0 if values.size and np.nanmax(values) <= 1.0 else 255.0
+    else:
+        peak = 65535.0 if values.size and values.max() > 255 else 255.0
+    scaled = np.nan_to_num(values / peak * 255.0).clip(0, 255).round().astype(np.uint8)
+    return Image.fromarray(scaled, mode="L")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Return ``image`` as an 8-bit RGB image, whatever its mode.
+
+    Transparent pixels are composited onto white (the colour stored under a transparent
+    pixel is arbitrary); 16-bit and float images are scaled to 8 bits rather than clipped.
+    """
+    if image.mode.startswith("I") or image.mode == "F":
+        image = _to_eight_bits(image)
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+        image.mode in ("P", "L", "RGB") and "transparency" in image.info
+    )
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, _WHITE), rgba).convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def read_image(item: ImageItem) -> Image.Image:
+    """Read one dataset item as an RGB PIL image.
+
+    :param item: a path to an image file, or a PIL image already in memory.
+    :returns: an RGB image, turned upright according to its EXIF orientation.
+    :raises DatasetError: naming the file when it is missing, unreadable or corrupt.
+    """
+    if isinstance(item, Image.Image):
+        return to_rgb(item)
+    path = Path(item)
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            upright = ImageOps.exif_transpose(opened)
+            return to_rgb(upright)
+    except FileNotFoundError:
+        raise DatasetError(f"image {path} does not exist") from None
+    # PIL's decoders raise many kinds of exception for malformed files (OSError,
+    # SyntaxError, ValueError, struct.error, DecompressionBombError ...).
+    except Exception as error:
+        raise DatasetError(
+            f"cannot read image {path}: {error}. Fix or delete the file, or pass --skip-bad-images"
+        ) from None
+
+
+def resize_to_tensor(image: Image.Image, image_size: int, interpolation: str = "bilinear") -> torch.Tensor:
+    """Resize the shorter side of ``image`` to ``image_size`` and crop the centre square.
+
+    :param image: a PIL image in any mode (converted with :func:`to_rgb`).
+    :param image_size: the side ``S`` of the square output.
+    :param interpolation: one of :data:`INTERPOLATIONS`.
+    :returns: a contiguous ``uint8`` tensor of shape ``(3, S, S)``.
+    :raises ValueError: for an unknown interpolation or a non-positive size.
+    """
+    if image_size < 1:
+        raise ValueError(f"image_size must be a positive number of pixels, not {image_size}")
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"unknown interpolation {interpolation!r}; use one of {', '.join(INTERPOLATIONS)}")
+    image = to_rgb(image)
+    width, height = image.size
+    scale = image_size / min(width, height)
+    resized_size = (max(image_size, round(width * scale)), max(image_size, round(height * scale)))
+    if resized_size != image.size:
+        image = image.resize(resized_size, INTERPOLATIONS[interpolation])
+    left = (resized_size[0] - image_size) // 2
+    top = (resized_size[1] - image_size) // 2
+    image = image.crop((left, top, left + image_size, top + image_size))
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+
+
+def _decode_one(item: ImageItem, image_size: int, interpolation: str) -> torch.Tensor | DatasetError:
+    try:
+        return resize_to_tensor(read_image(item), image_size, interpolation)
+    except DatasetError as error:
+        return error
+
+
+def decode_images(items: Sequence[tuple[ImageItem, int]], image_size: int, interpolation: str,
+                  skip_bad_images: bool = False) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Read and size every item with :func:`read_image` and :func:`resize_to_tensor`, in threads.
+
+    PIL releases the GIL while it decodes and resizes, so a thread per core decodes in parallel.
+
+    :param items: ``(image, label)`` pairs.
+    :param image_size: the side ``S`` of the square output images.
+    :param interpolation: one of :data:`INTERPOLATIONS`.
+    :param skip_bad_images: leave unreadable images out (logging a warning for each)
+        instead of raising.
+    :returns: ``(images, labels, n_skipped)``: ``uint8 (N, 3, S, S)``, ``int64 (N,)`` and the
+        number of unreadable images left out.
+    :raises DatasetError: naming the first unreadable image, unless ``skip_bad_images``.
+    """
+    images = torch.empty((len(items), 3, image_size, image_size), dtype=torch.uint8)
+    labels = torch.tensor([int(label) for _, label in items], dtype=torch.int64)
+    readable = torch.ones(len(items), dtype=torch.bool)
+    pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
+    try:
+        results = pool.map(lambda pair: _decode_one(pair[0], image_size, interpolation), items)
+        for index, result in enumerate(results):
+            if isinstance(result, DatasetError):
+                if not skip_bad_images:
+                    raise result
+                logger.warning("skipping unreadable image: %s", result)
+                readable[index] = False
+            else:
+                images[index] = result
+    finally:
+        pool.shutdown(cancel_futures=True)
+    n_skipped = int((~readable).sum())
+    if n_skipped:
+        return images[readable], labels[readable], n_skipped
+    return images, labels, 0

@@ -1,0 +1,1 @@
+"""Using a saved model: rebuilding it and classifying images."""

@@ -1,0 +1,210 @@
+"""Using a best model: rebuild it from its run directory and classify images.
+
+The network is rebuilt from ``model.json`` through the same plugins that trained it (the
+backbone with random weights, then every weight from ``model.safetensors``), and images go
+through the same :func:`~automl_transfer.data.images.read_image` and
+:func:`~automl_transfer.data.images.resize_to_tensor` as in training.
+
+Example::
+
+    model = load_model("runs/digits")
+    for prediction in model.predict(["cat.jpg", "photos/"]):
+        print(prediction.path, prediction.label, prediction.score)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Union
+
+import torch
+from PIL import Image
+
+from automl_transfer.contract.components import NO_WEIGHTS
+from automl_transfer.data.image_files import is_image_file
+from automl_transfer.data.images import read_image, resize_to_tensor
+from automl_transfer.errors import DatasetError, RunDirError
+from automl_transfer.model.network import TransferModel
+from automl_transfer.model.sources import SourceSpec, build_backbone
+from automl_transfer.registry import get_component
+from automl_transfer.storage.checkpoint import load_best
+from automl_transfer.storage.model_info import BestModelInfo
+from automl_transfer.training.devices import resolve_device
+
+#: What :meth:`LoadedModel.predict` accepts: an image file or a folder of them, a PIL image,
+#: an image tensor ``(C, H, W)`` or a batch ``(B, C, H, W)``, or a list of any of these.
+PredictInput = Union[str, os.PathLike, Image.Image, torch.Tensor, Iterable[Any]]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The class a model gives one image.
+
+    :param label: the name of the most probable class.
+    :param score: its softmax probability, in ``[0, 1]``.
+    :param index: its index in the model's ``class_names``.
+    :param path: the image file, or ``None`` for an image given in memory.
+    """
+
+    label: str
+    score: float
+    index: int
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One image waiting to be classified: a file, a PIL image or an image tensor."""
+
+    image: Path | Image.Image | torch.Tensor
+    path: str | None
+
+
+class LoadedModel:
+    """A best model ready to classify images.
+
+    :param model: the network, in eval mode on ``device``.
+    :param info: the ``model.json`` content.
+    :param device: where ``model`` lives and inputs are sent.
+
+    Attributes: ``model``, ``info``, ``device``, ``class_names``, ``image_size`` and
+    ``interpolation`` (the preprocessing the model was trained with).
+    """
+
+    def __init__(self, model: TransferModel, info: dict[str, Any], device: torch.device):
+        self.model = model
+        self.info = info
+        self.device = device
+        self.class_names: list[str] = list(info["class_names"])
+        self.image_size: int = int(info["preprocessing"]["image_size"])
+        self.interpolation: str = info["preprocessing"]["interpolation"]
+
+    def predict(self, inputs: PredictInput, batch_size: int = 64) -> list[Prediction]:
+        """Classify images.
+
+        :param inputs: an image file path, a folder (its image files, recursively, sorted by
+            path), a PIL image, an image tensor ``(C, H, W)`` with 1 or 3 channels (``uint8``,
+            or float in ``[0, 1]``), a batch ``(B, C, H, W)``, or a list of any of these.
+            Files and PIL images are resized and centre-cropped exactly as in training;
+            tensors already ``image_size`` square are used as they are, others go the same
+            way as PIL images.
+        :param batch_size: how many images go through the network at once.
+        :returns: one :class:`Prediction` per image, in input order.
+        :raises DatasetError: naming a path that does not exist, a folder without images or
+            an image file that cannot be read; nothing is classified then.
+        :raises ValueError: for a tensor that is not an image or a batch of images.
+        :raises TypeError: for an input of another type.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        items = _expand(inputs)
+        predictions: list[Prediction] = []
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            batch = torch.stack([self._to_input(item.image) for item in chunk]).to(self.device)
+            with torch.inference_mode():
+                probabilities = self.model(batch).float().softmax(dim=1).cpu()
+            scores, indices = probabilities.max(dim=1)
+            predictions.extend(
+                Prediction(self.class_names[index], score, index, item.path)
+                for item, score, index in zip(chunk, scores.tolist(), indices.tolist())
+            )
+        return predictions
+
+    def _to_input(self, image: Path | Image.Image | torch.Tensor) -> torch.Tensor:
+        """Turn one image into the float ``(3, S, S)`` tensor in ``[0, 1]`` the model takes."""
+        if isinstance(image, torch.Tensor):
+            if image.shape[-2:] == (self.image_size, self.image_size):
+                pixels = image.expand(3, -1, -1)
+                return pixels.float() / 255 if pixels.dtype == torch.uint8 else pixels.float()
+            image = _tensor_to_pil(image)
+        sized = resize_to_tensor(read_image(image), self.image_size, self.interpolation)
+        return sized.float() / 255
+
+
+def load_model(path: str | os.PathLike[str], device: str | torch.device = "auto") -> LoadedModel:
+    """Rebuild the best model of a run for prediction.
+
+    :param path: a run directory, its ``best`` directory, or a file in it.
+    :param device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a ``torch.device``.
+    :returns: the model in eval mode on ``device``.
+    :raises RunDirError: when there is no best model yet, its files are damaged, or the
+        rebuilt network does not fit the saved weights.
+    :raises UnknownComponentError: when the plugin that provided the backbone or head is
+        not installed any more.
+    :raises AutoMLTransferError: for a device this machine does not have.
+    """
+    target = resolve_device(device)
+    content, state = load_best(path)
+    info = BestModelInfo.from_dict(content, origin=f"model.json in {path}")
+    backbone = build_backbone(SourceSpec(info.backbone_plugin, info.architecture, NO_WEIGHTS))
+    head = get_component("head", info.head).build(backbone.num_features, info.num_classes, **info.head_params)
+    preprocessing = info.preprocessing
+    model = TransferModel(backbone.module, head, preprocessing["mean"], preprocessing["std"])
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        problem = " ".join(str(error).split())
+        raise RunDirError(
+            f"the weights in {path} do not fit a rebuilt {info.backbone_plugin}:{info.architecture} with head "
+            f"{info.head!r} ({problem}); the plugin may have changed since the search: reinstall the version it used"
+        ) from None
+    return LoadedModel(model.to(target).eval(), content, target)
+
+
+def _expand(inputs: PredictInput) -> list[_Item]:
+    """List every image in ``inputs``, checking that each path exists before any work."""
+    if isinstance(inputs, (str, os.PathLike, Image.Image, torch.Tensor)):
+        inputs = [inputs]
+    items: list[_Item] = []
+    for entry in inputs:
+        if isinstance(entry, Image.Image):
+            items.append(_Item(entry, None))
+        elif isinstance(entry, torch.Tensor):
+            items.extend(_Item(image, None) for image in _tensor_images(entry))
+        elif isinstance(entry, (str, os.PathLike)):
+            items.extend(_Item(path, str(path)) for path in _image_files(Path(entry)))
+        else:
+            raise TypeError(f"cannot classify a {type(entry).__name__}: give paths, PIL images or image tensors")
+    return items
+
+
+def _image_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(
+            found
+            for found in path.rglob("*")
+            if found.is_file() and is_image_file(found) and not _is_hidden(found.relative_to(path))
+        )
+        if not files:
+            raise DatasetError(f"folder {path} holds no image files: give image files or folders of them")
+        return files
+    if not path.is_file():
+        raise DatasetError(f"image {path} does not exist")
+    return [path]
+
+
+def _is_hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
+
+
+def _tensor_images(tensor: torch.Tensor) -> list[torch.Tensor]:
+    if tensor.dim() == 4:
+        images = list(tensor.unbind(0))
+    elif tensor.dim() == 3:
+        images = [tensor]
+    else:
+        raise ValueError(f"an image tensor has shape (C, H, W) or (B, C, H, W), not {tuple(tensor.shape)}")
+    if images and images[0].shape[0] not in (1, 3):
+        raise ValueError(f"an image tensor has 1 or 3 channels first, not shape {tuple(tensor.shape)}")
+    return [image.detach().cpu() for image in images]
+
+
+def _tensor_to_pil(image: torch.Tensor) -> Image.Image:
+    """Turn a ``(C, H, W)`` image tensor (``uint8``, or float in ``[0, 1]``) into an RGB PIL image."""
+    if image.dtype != torch.uint8:
+        image = (image.float() * 255).round().clamp(0, 255).to(torch.uint8)
+    pixels = image.expand(3, -1, -1).permute(1, 2, 0).contiguous().numpy()
+    return Image.fromarray(pixels)

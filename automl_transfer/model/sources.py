@@ -1,0 +1,127 @@
+"""Source models: the text ``PLUGIN:MODEL[@WEIGHTS]`` and the backbone it builds.
+
+``PLUGIN`` names a registered backbone builder (``timm``, ``torchvision`` or a third-party
+plugin's), ``MODEL`` the architecture it knows, and ``WEIGHTS`` which weights to start from:
+
+* nothing: the builder's default pretrained weights (``timm:resnet50``);
+* a pretrained tag the builder resolves (``timm:resnet50@a1_in1k``,
+  ``torchvision:resnet50@IMAGENET1K_V2``);
+* ``none``: random initialisation (``timm:resnet18@none``);
+* a local file (``timm:resnet50@./weights.safetensors``): any value ending in
+  ``.safetensors``, ``.pt`` or ``.pth``, or containing a path separator, relative to the
+  working directory. The core loads it (see :mod:`automl_transfer.model.weights`), never the plugin.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from automl_transfer.contract.components import NO_WEIGHTS, Backbone
+from automl_transfer.errors import PluginError, UnknownComponentError, WeightsError
+from automl_transfer.model.weights import (
+    WEIGHTS_SUFFIXES,
+    apply_backbone_weights,
+    load_weights_file,
+)
+from automl_transfer.registry import get_component
+
+#: What a source looks like, for error messages.
+SOURCE_FORMAT = "PLUGIN:MODEL[@WEIGHTS], for example timm:resnet50.a1_in1k or torchvision:resnet18@none"
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A parsed source model.
+
+    :param plugin: the backbone builder's registered name (``timm``).
+    :param model: the architecture, as the builder names it (``resnet50.a1_in1k``).
+    :param weights: ``None`` for the builder's default pretrained weights, ``"none"`` for
+        random initialisation, a pretrained tag, or a local file path as written.
+    """
+
+    plugin: str
+    model: str
+    weights: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> SourceSpec:
+        """Parse ``PLUGIN:MODEL[@WEIGHTS]``; ``@none`` is matched in any case.
+
+        Only the syntax is checked here; :func:`build_backbone` checks that the plugin,
+        model and weights exist.
+
+        :param text: the source as the user wrote it.
+        :returns: the parsed source; ``str()`` of it gives the canonical text back.
+        :raises UnknownComponentError: when the plugin or model part is missing; the message
+            shows the format and an example.
+        """
+        plugin, colon, rest = text.strip().partition(":")
+        model, at, weights = rest.partition("@")
+        if not colon or not plugin or not model:
+            raise UnknownComponentError(f"source {text!r} is not of the form {SOURCE_FORMAT}")
+        if at and not weights:
+            raise UnknownComponentError(
+                f"source {text!r} ends in '@' without weights; drop the '@' for the default pretrained "
+                f"weights or write @{NO_WEIGHTS}, @TAG or @path/to/weights.safetensors"
+            )
+        if weights.lower() == NO_WEIGHTS:
+            weights = NO_WEIGHTS
+        return cls(plugin=plugin, model=model, weights=weights or None)
+
+    @property
+    def weights_file(self) -> Path | None:
+        """The local weight file this source names, resolved against the working directory.
+
+        :returns: the absolute path, or ``None`` when ``weights`` is a tag, ``none`` or unset.
+        """
+        if self.weights is None or self.weights == NO_WEIGHTS:
+            return None
+        separators = [os.sep] + ([os.altsep] if os.altsep else []) + ["/"]
+        is_file = self.weights.lower().endswith(WEIGHTS_SUFFIXES) or any(sep in self.weights for sep in separators)
+        # Absolute but links kept: `run/best/model.safetensors` follows `best` when it is read.
+        return Path(os.path.abspath(Path(self.weights).expanduser())) if is_file else None
+
+    def __str__(self) -> str:
+        text = f"{self.plugin}:{self.model}"
+        return text if self.weights is None else f"{text}@{self.weights}"
+
+
+def build_backbone(source: str | SourceSpec) -> Backbone:
+    """Build the backbone a source names, with its weights loaded.
+
+    Tags, ``none`` and the default weights are the plugin's business: its builder receives
+    them. A local file is read first (so a bad file fails before any model is built), then
+    the builder makes the model with ``"none"`` and the core copies the file's tensors in.
+
+    :param source: the source text or an already parsed :class:`SourceSpec`.
+    :returns: the backbone, ready to train.
+    :raises UnknownComponentError: a malformed source, an unknown plugin (with close
+        matches) or a model the plugin does not know.
+    :raises WeightsError: weights that cannot be reached, read safely, or fitted.
+    :raises PluginError: the builder returned something other than a ``Backbone``.
+    """
+    spec = source if isinstance(source, SourceSpec) else SourceSpec.parse(source)
+    component = get_component("backbone", spec.plugin)
+    weights_file = spec.weights_file
+    if weights_file is None:
+        backbone = component.build(spec.model, spec.weights)
+    else:
+        if not weights_file.is_file():
+            raise WeightsError(
+                f"weights file {weights_file} of source {spec} not found; give an existing file with "
+                f"{spec.plugin}:{spec.model}@/path/to/weights.safetensors, or start from random weights with "
+                f"{spec.plugin}:{spec.model}@{NO_WEIGHTS}"
+            )
+        state = load_weights_file(weights_file)
+        backbone = component.build(spec.model, NO_WEIGHTS)
+    if not isinstance(backbone, Backbone):
+        raise PluginError(
+            f"plugin {component.plugin!r} built {type(backbone).__name__} for {spec}, not a Backbone; "
+            "report this to the plugin's author or disable it with --disable-plugins"
+        )
+    if weights_file is not None:
+        apply_backbone_weights(backbone.module, state, origin=f"weights file {weights_file}")
+    return backbone
+

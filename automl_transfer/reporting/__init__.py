@@ -1,0 +1,1 @@
+"""Reading a study back for people: the leaderboard, the plots, the parameter importances."""

@@ -1,0 +1,1 @@
+"""The search: its settings and record, claiming and running trials, recovery, workers."""

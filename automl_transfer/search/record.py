@@ -1,0 +1,175 @@
+"""The study record: what a search is and how it runs, kept in the study's user attrs.
+
+A search writes two user attrs on its study, and everything that reads them goes through this
+module:
+
+- ``automl_transfer`` (:class:`SearchIdentity`): the dataset and its fingerprint, the
+  normalised space and its fingerprint, the metric and the validation split. A run dir's
+  study is resumed only by a search with the same identity.
+- ``automl_transfer_job`` (:class:`JobSettings`): the settings of the latest ``search``
+  command (trial count, sampler, pruner, seed, run dir, working directory ...). Workers rebuild
+  the whole search from the two attrs (:meth:`StudyRecord.search_config`), and read the trial
+  count again at every claim, so a ``search`` run with a larger ``--trials`` extends a running
+  search.
+
+The study's name is ``--study``, by default ``<dataset>-<space>`` made file-name safe
+(``digits-small``), and its storage the run dir's ``study.journal`` unless ``--storage`` names
+a database.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from automl_transfer.search.config import SearchConfig
+
+if TYPE_CHECKING:
+    import optuna
+
+#: The study user attr holding the search's identity.
+IDENTITY_ATTR = "automl_transfer"
+#: The study user attr holding the latest ``search`` command's settings.
+JOB_ATTR = "automl_transfer_job"
+
+
+@dataclass(frozen=True)
+class SearchIdentity:
+    """What a search is: a study is resumed only by a search with an equal identity.
+
+    :param dataset: the dataset text (``imagefolder:data/pets``).
+    :param dataset_fingerprint: :func:`~automl_transfer.data.datasets.dataset_fingerprint` of its content.
+    :param space: the normalised search space (:meth:`SearchSpace.to_dict`).
+    :param space_fingerprint: the space's fingerprint.
+    :param metric: the objective (``accuracy`` ...).
+    :param val_fraction: the validation share split off datasets without a validation set.
+    :param seed: the search's seed (it also seeds the validation split).
+    """
+
+    dataset: str
+    dataset_fingerprint: str
+    space: dict[str, Any]
+    space_fingerprint: str
+    metric: str
+    val_fraction: float
+    seed: int
+
+    #: The fields that must match for a study to be resumed.
+    COMPARED = ("dataset", "dataset_fingerprint", "space", "space_fingerprint", "metric", "val_fraction")
+
+    def differences(self, recorded: dict[str, Any]) -> list[str]:
+        """Return the compared fields whose recorded value differs from this identity's."""
+        return [name for name in self.COMPARED if recorded.get(name) != getattr(self, name)]
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """How the latest ``search`` command asked the search to run; workers follow it.
+
+    :param trials: the trial count the study should hold when done.
+    :param seed: the sampler's and training's base seed.
+    :param pruner: the pruner's name.
+    :param sampler: the sampler's name.
+    :param skip_bad_images: skip unreadable images instead of stopping.
+    :param compile: ``torch.compile`` on CUDA.
+    :param run_dir: the run directory, absolute.
+    :param cwd: the directory the command ran in (relative dataset paths are read from it).
+    :param heartbeat_interval: seconds between heartbeats in an RDB storage.
+    """
+
+    trials: int
+    seed: int
+    pruner: str
+    sampler: str
+    skip_bad_images: bool
+    compile: bool
+    run_dir: str
+    cwd: str
+    heartbeat_interval: int
+
+    @classmethod
+    def of(cls, config: SearchConfig) -> JobSettings:
+        """Return the job settings of ``config``, run from the current directory."""
+        return cls(
+            trials=config.trials,
+            seed=config.seed,
+            pruner=config.pruner,
+            sampler=config.sampler,
+            skip_bad_images=config.skip_bad_images,
+            compile=config.compile,
+            run_dir=str(config.run_dir),
+            cwd=os.getcwd(),
+            heartbeat_interval=config.heartbeat_interval,
+        )
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """A study's identity and job settings, as one search recorded them.
+
+    :param identity: the recorded identity, as a dict (older versions may lack fields).
+    :param job: the recorded job settings.
+    """
+
+    identity: dict[str, Any]
+    job: JobSettings
+
+    @classmethod
+    def read(cls, study: optuna.Study) -> StudyRecord | None:
+        """Return the record of ``study``, or ``None`` when a search of this version did not write one."""
+        identity, job = study.user_attrs.get(IDENTITY_ATTR), study.user_attrs.get(JOB_ATTR)
+        if not identity or not job:
+            return None
+        fields = {field.name for field in dataclasses.fields(JobSettings)}
+        if not fields <= set(job):
+            return None
+        return cls(identity=identity, job=JobSettings(**{name: job[name] for name in fields}))
+
+    def search_config(self, name: str, **runtime: Any) -> SearchConfig:
+        """Return the settings a worker runs this search with.
+
+        :param name: the study's name.
+        :param runtime: the worker's own settings (``run_dir``, ``storage``, ``device``,
+            ``quiet``, ``heartbeat_interval``); ``run_dir`` defaults to the recorded one.
+        """
+        runtime.setdefault("run_dir", None)
+        runtime["run_dir"] = runtime["run_dir"] or Path(self.job.run_dir)
+        return SearchConfig(
+            dataset=self.identity["dataset"],
+            space=self.identity["space"],
+            trials=self.job.trials,
+            study=name,
+            seed=self.job.seed,
+            metric=self.identity["metric"],
+            pruner=self.job.pruner,
+            sampler=self.job.sampler,
+            val_fraction=self.identity["val_fraction"],
+            skip_bad_images=self.job.skip_bad_images,
+            compile=self.job.compile,
+            **runtime,
+        )
+
+
+def write_identity(study: optuna.Study, identity: SearchIdentity) -> None:
+    """Record ``identity`` on a new study."""
+    study.set_user_attr(IDENTITY_ATTR, dataclasses.asdict(identity))
+
+
+def write_job(study: optuna.Study, job: JobSettings) -> None:
+    """Record the latest command's ``job`` settings (nothing is written when they did not change)."""
+    content = dataclasses.asdict(job)
+    if study.user_attrs.get(JOB_ATTR) != content:
+        study.set_user_attr(JOB_ATTR, content)
+
+
+def recorded_identity(study: optuna.Study) -> dict[str, Any]:
+    """Return the identity a study records (empty for a study no search of ours started)."""
+    return study.user_attrs.get(IDENTITY_ATTR, {})
+
+
+def target_trials(study: optuna.Study, default: int) -> int:
+    """Return the trial count the latest ``search`` command asked for (workers follow it)."""
+    return int(study.user_attrs.get(JOB_ATTR, {}).get("trials", default))

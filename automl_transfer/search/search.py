@@ -1,0 +1,355 @@
+"""The search: an Optuna study over transfer settings, one real fine-tuning run per trial.
+
+:class:`TransferSearch` is the Python front door; ``automl-transfer search`` is a thin shell
+over it, and ``automl-transfer worker`` joins one (:mod:`automl_transfer.search.join`). Its
+lifecycle:
+
+1. :meth:`TransferSearch.open` checks every input before anything is written, then creates or
+   resumes the study and writes its record (:mod:`automl_transfer.search.record`); a worker
+   calls :meth:`TransferSearch.attach` instead, which only reads the record.
+2. :meth:`TransferSearch.work` claims trials (:mod:`automl_transfer.search.claims`) and runs
+   each (:mod:`automl_transfer.search.trials`) until none is left; with ``workers=K``,
+   :meth:`TransferSearch.run` has K worker processes do it (:mod:`automl_transfer.search.workers`).
+3. After every trial ``summary.json`` is rewritten; the observers (the console output among
+   them) hear of every step through the lifecycle hooks.
+
+Ask-and-tell keeps each outcome's reason and meets the requested number of trials exactly,
+across resumes and parallel workers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from functools import lru_cache
+from typing import Any, Mapping
+
+import optuna
+import torch
+
+from automl_transfer.contract.components import ImageDataset
+from automl_transfer.data.datasets import dataset_fingerprint, read_dataset
+from automl_transfer.data.prepare import PreparedData, prepare_data
+from automl_transfer.errors import DatasetError, RunDirError
+from automl_transfer.model.sources import SourceSpec, build_backbone
+from automl_transfer.registry import call_observers, load_plugins
+from automl_transfer.search.claims import claim_lock, claim_trial, open_trials
+from automl_transfer.search.config import (
+    METRICS,
+    SearchConfig,
+    make_pruner,
+    make_sampler,
+)
+from automl_transfer.search.counting import finished_count
+from automl_transfer.search.record import (
+    JobSettings,
+    SearchIdentity,
+    recorded_identity,
+    target_trials,
+    write_identity,
+    write_job,
+)
+from automl_transfer.search.recovery import recover_lost_trials
+from automl_transfer.search.signals import interrupt_on_signals
+from automl_transfer.search.summary import write_summary
+from automl_transfer.search.trials import TrialContext, TrialRunner
+from automl_transfer.search.workers import run_workers
+from automl_transfer.space import SearchSpace, load_space
+from automl_transfer.storage.backends import open_storage
+from automl_transfer.storage.checkpoint import remove_best
+from automl_transfer.storage.optuna_internals import start_heartbeat
+from automl_transfer.storage.run_dir import (
+    CACHE_NAME,
+    JOURNAL_NAME,
+    check_run_dir,
+    prepare_run_dir,
+)
+from automl_transfer.training.devices import resolve_device
+from automl_transfer.training.params import preprocessing_for
+
+
+class TransferSearch:
+    """An Optuna search over transfer settings whose best model is always on disk.
+
+    Example::
+
+        from automl_transfer import TransferSearch, load_model
+
+        summary = TransferSearch(dataset="digits", space="demo", trials=4, run_dir="runs/digits").run()
+        model = load_model("runs/digits")
+        print(summary["best_value"], model.predict(["some.png"])[0].label)
+
+    :param config: a :class:`SearchConfig`, or its fields as keyword arguments.
+    """
+
+    def __init__(self, config: SearchConfig | None = None, **fields: Any):
+        self.config = config if config is not None else SearchConfig(**fields)
+        self.metric_key, self.direction = METRICS[self.config.metric]
+        self._prepared: dict[tuple[int, str], PreparedData] = {}
+        self.storage: optuna.storages.BaseStorage | None = None
+        self.runner: TrialRunner | None = None
+
+    def run(self) -> dict[str, Any]:
+        """Run trials until the study holds ``trials`` counted ones or the timeout passes.
+
+        Ctrl-C and SIGTERM stop it: each running trial is recorded as failed (``interrupted``)
+        and re-queued, so running the same search again resumes it.
+
+        :returns: the summary written to ``summary.json``.
+        :raises AutoMLTransferError: bad input, found before any training.
+        :raises KeyboardInterrupt: after the running trials were recorded as ``interrupted``.
+        """
+        with interrupt_on_signals() as signals:
+            study = self.open()
+            deadline = None if self.config.timeout is None else time.monotonic() + self.config.timeout
+            call_observers("search_start", run_dir=self.config.run_dir, study=study, settings=self.settings())
+            try:
+                if self.config.workers == 1:
+                    self.work(study, deadline)
+                elif self.config.workers > 1:
+                    run_workers(self, study, deadline, signals)
+                # workers=0: open() recorded the search; `automl-transfer worker` processes run it
+            finally:
+                summary = write_summary(study, self.config.metric, self.config.run_dir)
+                call_observers("search_end", run_dir=self.config.run_dir, study=study, summary=summary)
+        return summary
+
+    def work(self, study: optuna.Study, deadline: float | None = None) -> None:
+        """Claim and run trials in this process until none is left or ``deadline`` passes.
+
+        :param deadline: a ``time.monotonic()`` value after which no trial is claimed.
+        :raises KeyboardInterrupt: after the running trial was recorded as ``interrupted``.
+        """
+        while deadline is None or time.monotonic() < deadline:
+            trial = claim_trial(study, self.storage, self.config.run_dir, lambda: self.target(study), self._sampler)
+            if trial is None:
+                break
+            heartbeat = start_heartbeat(trial, self.storage)
+            try:
+                self.runner.run(study, trial)
+            finally:
+                heartbeat.join()
+
+    def open(self) -> optuna.Study:
+        """Check the inputs and open (or create, or resume) the study in the run dir.
+
+        Everything is checked before anything is written: a bad input leaves an existing run
+        dir as it was, and creates no new one.
+
+        :returns: the study, with the search's record in its user attrs and the trials of
+            dead workers recovered.
+        :raises AutoMLTransferError: bad dataset, space, source, device, storage or run dir.
+        """
+        space, dataset, source_configs = self._check_inputs()
+        run_dir = self.config.run_dir = check_run_dir(self.config.run_dir)
+        identity = SearchIdentity(
+            dataset=self.config.dataset,
+            dataset_fingerprint=dataset_fingerprint(dataset),
+            space=space.to_dict(),
+            space_fingerprint=space.fingerprint(),
+            metric=self.config.metric,
+            val_fraction=self.config.val_fraction,
+            seed=self.config.seed,
+        )
+        if self.config.storage is not None or (run_dir / JOURNAL_NAME).is_file():
+            self.storage = self._open_storage()
+        study, replaced = self._existing_study(identity)
+        self.prepare(*preprocessing_for(space.to_dict()["image_size"], source_configs[space.sources[0]]))
+        prepare_run_dir(run_dir)
+        if self.storage is None:
+            self.storage = self._open_storage()
+        if study is None:
+            study = self._create_study(identity, replaced)
+        write_job(study, JobSettings.of(self.config))
+        self._make_runner(source_configs)
+        self.recover(study)
+        return study
+
+    def attach(self) -> optuna.Study:
+        """Open the study a ``search`` command recorded, to run some of its trials (workers).
+
+        The dataset, space and settings come from :attr:`config` (built from the study's
+        record); the dataset must still have the fingerprint the search recorded, and the run
+        dir must be reachable. Nothing is written to the record.
+
+        :returns: the study.
+        :raises AutoMLTransferError: changed data, a bad device, an unreachable run dir.
+        """
+        space, dataset, source_configs = self._check_inputs()
+        if self.storage is None:
+            self.storage = self._open_storage()
+        study = self.load_study(self.config.study)
+        if dataset_fingerprint(dataset) != recorded_identity(study).get("dataset_fingerprint"):
+            raise DatasetError(
+                f"dataset {self.config.dataset!r} is not the one study {self.config.study!r} was started with (files "
+                "were added, removed or changed, or this machine sees other files); give every worker the same data"
+            )
+        if not self.config.run_dir.is_dir():
+            raise RunDirError(
+                f"run dir {self.config.run_dir} of study {self.config.study!r} does not exist on this machine; put it on "
+                "a file system every worker shares (it holds best/ and the claim lock), or give its path with --run-dir"
+            )
+        self.config.run_dir = prepare_run_dir(self.config.run_dir)
+        self._make_runner(source_configs)
+        call_observers("search_start", run_dir=self.config.run_dir, study=study, settings=self.settings())
+        return study
+
+    def recover(self, study: optuna.Study, exit_reasons: Mapping[int, str] | None = None) -> None:
+        """Settle the trials of dead workers (see :mod:`automl_transfer.search.recovery`), then the summary.
+
+        :param exit_reasons: reasons for workers known to have ended, by pid.
+        """
+        with claim_lock(self.config.run_dir):
+            settled = recover_lost_trials(study, self.storage, self.config.run_dir, exit_reasons)
+        if settled:
+            write_summary(study, self.config.metric, self.config.run_dir)
+
+    def settings(self) -> dict[str, Any]:
+        """Return the search's settings as a JSON-ready dict (for observers and reports)."""
+        settings = asdict(self.config)
+        settings["run_dir"] = str(self.config.run_dir)
+        return settings
+
+    def prepare(self, image_size: int, interpolation: str) -> PreparedData:
+        """Return the dataset decoded at ``image_size``, decoding it at most once per process."""
+        key = (image_size, interpolation)
+        if key not in self._prepared:
+            self._prepared[key] = prepare_data(
+                self.dataset,
+                image_size,
+                interpolation=interpolation,
+                val_fraction=self.config.val_fraction,
+                seed=self.config.seed,
+                skip_bad_images=self.config.skip_bad_images,
+                cache_dir=self.config.run_dir / CACHE_NAME,
+            )
+        return self._prepared[key]
+
+    def target(self, study: optuna.Study) -> int:
+        """The trial count asked for by the latest ``search`` command (workers follow it)."""
+        return target_trials(study, self.config.trials)
+
+    def open_trials(self, study: optuna.Study) -> int:
+        """Return how many trials are waiting or not yet claimed."""
+        return open_trials(study, self.target(study))
+
+    def finished(self, study: optuna.Study) -> int:
+        """Return how many counted trials have finished."""
+        return finished_count(study)
+
+    def load_study(self, name: str) -> optuna.Study:
+        """Load study ``name`` from the search's storage with the search's sampler and pruner."""
+        return optuna.load_study(
+            study_name=name, storage=self.storage, sampler=make_sampler(self.config), pruner=make_pruner(self.config)
+        )
+
+    def worker_devices(self) -> list[str]:
+        """The devices of ``--devices`` (checked), or every GPU for ``auto``, or ``--device``."""
+        if self.config.devices is not None:
+            listed = self.config.devices.split(",") if isinstance(self.config.devices, str) else self.config.devices
+            names = [name.strip() for name in listed if name.strip()] or [self.config.device]
+            return [str(resolve_device(name)) for name in names]
+        device = resolve_device(self.config.device)
+        if self.config.device == "auto" and device.type == "cuda":
+            return [f"cuda:{index}" for index in range(torch.cuda.device_count())]
+        return [str(device)]
+
+    def _check_inputs(self) -> tuple[SearchSpace, ImageDataset, dict[str, dict[str, Any]]]:
+        """Load plugins, then check the space, the dataset, the devices and every source.
+
+        :returns: the space, the dataset and each source's data config.
+        """
+        load_plugins()
+        self.space = load_space(self.config.space, origin=f"the space of study {self.config.study!r}")
+        self.dataset = read_dataset(self.config.dataset)
+        self.devices = self.worker_devices()
+        self.device = resolve_device(self.devices[0] if self.config.devices else self.config.device)
+        return self.space, self.dataset, check_sources(self.space.sources)
+
+    def _make_runner(self, source_configs: dict[str, dict[str, Any]]) -> None:
+        """Build the trial runner once the run dir and the storage are known."""
+        context = TrialContext(
+            space=self.space,
+            source_configs=source_configs,
+            prepare=self.prepare,
+            device=self.device,
+            run_dir=self.config.run_dir,
+            dataset=self.config.dataset,
+            metric=self.config.metric,
+            metric_key=self.metric_key,
+            direction=self.direction,
+            seed=self.config.seed,
+            compile_model=self.config.compile,
+        )
+        self.runner = TrialRunner(context, self.storage)
+
+    def _open_storage(self) -> optuna.storages.BaseStorage:
+        return open_storage(self.config.run_dir, self.config.storage, self.config.heartbeat_interval)
+
+    def _sampler(self, trials_so_far: int) -> optuna.samplers.BaseSampler:
+        # Seeded by the trial's number: reproducible, and parallel workers sample different trials.
+        return make_sampler(self.config, self.config.seed + trials_so_far)
+
+    def _existing_study(self, identity: SearchIdentity) -> tuple[optuna.Study | None, list[str]]:
+        """Find the search the run dir (or the RDB storage, by study name) already holds.
+
+        A run dir holds one search: its journal's study is resumed when it has the same
+        identity, whatever its name, and refused otherwise.
+
+        :returns: ``(study, [])`` to resume; ``(None, names)`` when the studies ``names`` hold
+            a different search and ``--force-new`` replaces them; ``(None, [])`` when there is none.
+        :raises RunDirError: a different search without ``--force-new``.
+        """
+        if self.storage is None:
+            return None, []
+        names = optuna.get_all_study_names(self.storage)
+        if self.config.study in names:
+            candidates = [self.config.study]
+        else:
+            candidates = names if self.config.storage is None else []
+        differences: list[str] = []
+        for name in candidates:
+            study = self.load_study(name)
+            differences += [key for key in identity.differences(recorded_identity(study)) if key not in differences]
+            if len(candidates) == 1 and not differences:
+                self.config.study = name
+                return study, []
+        if not candidates:
+            return None, []
+        if not self.config.force_new:
+            found = ", ".join(repr(name) for name in candidates)
+            what = f"a different {', '.join(differences)}" if differences else "several searches"
+            raise RunDirError(
+                f"run dir {self.config.run_dir} already holds study {found} with {what}; "
+                "pass --force-new to replace it, or choose another --run-dir"
+            )
+        return None, candidates
+
+    def _create_study(self, identity: SearchIdentity, replaced: list[str]) -> optuna.Study:
+        for name in replaced:
+            optuna.delete_study(study_name=name, storage=self.storage)
+        if replaced:
+            remove_best(self.config.run_dir)
+        study = optuna.create_study(
+            study_name=self.config.study,
+            storage=self.storage,
+            direction=self.direction,
+            sampler=make_sampler(self.config),
+            pruner=make_pruner(self.config),
+        )
+        write_identity(study, identity)
+        return study
+
+
+def check_sources(sources: list[str]) -> dict[str, dict[str, Any]]:
+    """Build every source once, so a bad name or unreachable weights fail before any training.
+
+    :returns: each source's data config (input size, mean, std, interpolation).
+    :raises AutoMLTransferError: a source that cannot be parsed, found or loaded.
+    """
+    return {source: _source_data_config(source) for source in dict.fromkeys(sources)}
+
+
+@lru_cache(maxsize=None)
+def _source_data_config(source: str) -> dict[str, Any]:
+    return build_backbone(SourceSpec.parse(source)).data_config

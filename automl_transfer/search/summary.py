@@ -1,0 +1,75 @@
+"""``summary.json``: what a search found so far, written after every trial."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from automl_transfer.errors import RunDirError
+from automl_transfer.search.claims import claim_lock
+from automl_transfer.search.counting import trial_counts
+from automl_transfer.storage.atomic import write_json_atomically
+from automl_transfer.storage.checkpoint import read_best_info
+from automl_transfer.storage.run_dir import SUMMARY_NAME
+
+if TYPE_CHECKING:
+    import optuna
+
+
+def best_trial(study: optuna.Study, run_dir: Path | None = None) -> FrozenTrial | None:
+    """Return the study's best complete trial; among equally good ones, the one saved in ``best/``.
+
+    Parallel workers may finish equally good trials in any order; the one whose model was
+    saved first stays in ``best/``, so that is the one reported.
+
+    :param run_dir: the run directory whose ``best/model.json`` breaks ties (``None``: Optuna's choice).
+    :returns: the trial, or ``None`` before a trial completes.
+    """
+    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not completed:
+        return None
+    best = study.best_trial
+    try:
+        saved = read_best_info(run_dir) if run_dir is not None else None
+    except RunDirError:
+        saved = None
+    if saved is not None:
+        for trial in completed:
+            if trial.number == saved.get("trial") and trial.value == best.value:
+                return trial
+    return best
+
+
+def build_summary(study: optuna.Study, metric: str, run_dir: Path | None = None) -> dict[str, Any]:
+    """Describe a study as ``summary.json`` holds it.
+
+    :param run_dir: the run directory, whose best model decides between equally good trials.
+    :returns: ``{"metric", "best_value", "best_params", "best_trial", "n_complete",
+        "n_pruned", "n_failed"}``; the best fields are ``None`` before a trial completes;
+        ``n_failed`` leaves out lost trials that a re-queued trial replaced.
+    """
+    counts = trial_counts(study)
+    best = best_trial(study, run_dir)
+    return {
+        "metric": metric,
+        "best_value": best.value if best else None,
+        "best_params": best.user_attrs.get("params", best.params) if best else None,
+        "best_trial": best.number if best else None,
+        "n_complete": counts["n_complete"],
+        "n_pruned": counts["n_pruned"],
+        "n_failed": counts["n_failed"],
+    }
+
+
+def write_summary(study: optuna.Study, metric: str, run_dir: Path) -> dict[str, Any]:
+    """Write ``summary.json`` from the study's current state and return it.
+
+    Workers write it in turn (under the claim lock), each from the state it then reads, so the
+    last write reflects every finished trial.
+    """
+    with claim_lock(run_dir):
+        summary = build_summary(study, metric, run_dir)
+        write_json_atomically(Path(run_dir) / SUMMARY_NAME, summary)
+    return summary

@@ -1,0 +1,405 @@
+r"""The search-space format: checking raw YAML data and turning it into parameter nodes.
+
+## Search-space format
+
+A search space is a YAML mapping. Give `--space` a preset name (`default`, `small`, `demo`)
+or the path of your own YAML file:
+
+```yaml
+source:                     # the pretrained backbones to transfer from (required)
+  - timm:resnet50.a1_in1k
+  - timm:efficientnet_b0.ra_in1k
+  - timm:resnet50@none      # the same architecture from random initialisation
+freeze_depth: {low: 0.0, high: 1.0}
+lr: {low: 1.0e-5, high: 3.0e-3, log: true}
+l2sp: [0.0, 0.01, 0.1]
+head: [linear, mlp]
+epochs: 10
+batch_size: [64, 128]
+```
+
+Every key takes one of three forms:
+
+- a scalar (`epochs: 10`) is fixed: used as is, never an Optuna parameter;
+- a list (`batch_size: [64, 128]`) is a categorical choice;
+- a range `{low, high, log, step}` is a number from `low` to `high`, both included.
+  `log: true` samples on a log scale and needs `low > 0`; `step: 0.25` samples a grid
+  (`high - low` must be a multiple of it; not together with `log`). Keys that hold whole
+  numbers (`epochs`, `batch_size`, `image_size`) take integer ranges; every other key's
+  range is a float range. `1e-4` and `1.0e-4` both read as numbers.
+
+| Key | Values | Default when omitted |
+|---|---|---|
+| `source` | `PLUGIN:MODEL[@WEIGHTS]`; `@none` = random init, `@FILE` = local weights | required |
+| `freeze_depth` | fraction of the backbone's layer groups frozen, from the input side, 0 to 1 | `0.0` |
+| `lr` | AdamW learning rate, > 0 | `{low: 1.0e-5, high: 1.0e-2, log: true}` |
+| `weight_decay` | AdamW weight decay, >= 0 | `0.05` |
+| `l2sp` | pull toward the pretrained weights (L2-SP), >= 0; `0` turns it off | `0.0` |
+| `head` | the classification head, see below | `linear` |
+| `epochs` | whole number >= 1 | `10` |
+| `batch_size` | whole number >= 1 | `64` |
+| `image_size` | side of the square training images, >= 16; `null` = the source's own size | `null` |
+| `label_smoothing` | from 0 up to (not including) 1 | `0.1` |
+| `augment` | `true` or `false`; `[true, false]` searches it | `true` |
+| `warmup_epochs` | epochs of linear learning-rate warm-up, >= 0 | `1.0` |
+| `extra` | settings for plugins, see below | `{}` |
+
+An unknown key, a wrong type, an empty list, `low` above `high`, a log range with
+`low <= 0`, a duplicated key or a YAML syntax error stops the search before any training,
+with a message naming the key (or the line) and the problem.
+
+**Heads.** `head: mlp` uses one head and searches the parameter space its plugin
+registered; `head: [linear, mlp]` chooses between heads, each with its registered space
+(`automl-transfer plugins` lists heads). A mapping chooses between its keys, and the
+parameters it names replace the registered space of those parameters only:
+
+```yaml
+head:
+  linear: {}
+  mlp: {hidden: [256, 512], dropout: {low: 0.0, high: 0.3}}
+```
+
+Naming a parameter the head does not take is an error. Head parameters are Optuna
+parameters named `head.<head>.<parameter>` (`head.mlp.dropout`), sampled only in trials
+that choose that head; `head` itself is an Optuna parameter only when there is more than
+one head. The built-in `linear` head has no parameters; `mlp` is
+Linear -> GELU -> Dropout -> Linear with `hidden: [256, 512]` and `dropout: {low: 0.0, high: 0.5}`.
+
+**Weight files.** The weights part of a source is a file when it ends in `.safetensors`,
+`.pt` or `.pth` or contains a path separator; otherwise it is a pretrained tag (or `none`).
+A relative path is read relative to the folder of the YAML file that names it, or to the
+working directory for a preset; `~` is expanded.
+
+**Plugin settings.** Each entry under `extra` takes the same three forms, is an Optuna
+parameter named `extra.<name>` when searched, and reaches the trial in `params["extra"]`;
+its meaning is up to the plugin that reads it, so only its form is checked.
+
+**What a trial receives.** `SearchSpace.suggest(trial)` returns one flat dict holding
+every key above with defaults filled in, except that `head` is the chosen head's name and
+`head_params` holds its parameters: `{"source": "timm:resnet50.a1_in1k", "lr": 0.0004,
+"head": "mlp", "head_params": {"hidden": 512, "dropout": 0.2}, "image_size": None, ...}`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Mapping, Union
+
+import optuna
+
+from automl_transfer.errors import PluginError, SearchSpaceError, UnknownComponentError
+from automl_transfer.model.sources import SOURCE_FORMAT, SourceSpec
+from automl_transfer.registry import get_component
+
+_RANGE_KEYS = ("low", "high", "log", "step")
+
+
+@dataclass(frozen=True)
+class _Bounds:
+    """The values a numeric key accepts; ``None`` leaves a side open-ended."""
+
+    low: float | None = None
+    high: float | None = None
+    low_excluded: bool = False
+    high_excluded: bool = False
+
+    def violation(self, value: float) -> str | None:
+        """Return what is wrong with ``value`` (``"must be at most 1"``), or ``None``."""
+        if self.low is not None and (value < self.low or (self.low_excluded and value == self.low)):
+            return f"must be {'greater than' if self.low_excluded else 'at least'} {self.low:g}"
+        if self.high is not None and (value > self.high or (self.high_excluded and value == self.high)):
+            return f"must be {'less than' if self.high_excluded else 'at most'} {self.high:g}"
+        return None
+
+
+@dataclass(frozen=True)
+class _Key:
+    """One top-level key: its value type (``float``, ``int``, ``bool``, ``source``, ``head``, ``extra``)."""
+
+    kind: str
+    default: Any
+    bounds: _Bounds = _Bounds()
+    nullable: bool = False
+
+
+_REQUIRED = object()
+
+#: Every top-level key, in the order trials receive them.
+_KEYS: dict[str, _Key] = {
+    "source": _Key("source", _REQUIRED),
+    "freeze_depth": _Key("float", 0.0, _Bounds(0.0, 1.0)),
+    "lr": _Key("float", {"low": 1.0e-5, "high": 1.0e-2, "log": True}, _Bounds(0.0, low_excluded=True)),
+    "weight_decay": _Key("float", 0.05, _Bounds(0.0)),
+    "l2sp": _Key("float", 0.0, _Bounds(0.0)),
+    "head": _Key("head", "linear"),
+    "epochs": _Key("int", 10, _Bounds(1)),
+    "batch_size": _Key("int", 64, _Bounds(1)),
+    "image_size": _Key("int", None, _Bounds(16), nullable=True),
+    "label_smoothing": _Key("float", 0.1, _Bounds(0.0, 1.0, high_excluded=True)),
+    "augment": _Key("bool", True),
+    "warmup_epochs": _Key("float", 1.0, _Bounds(0.0)),
+    "extra": _Key("extra", {}),
+}
+
+_EXPECTED = {
+    "float": "a number",
+    "int": "a whole number",
+    "bool": "true or false",
+    "source": "a source text PLUGIN:MODEL[@WEIGHTS]",
+    "any": "a number, text, true/false or null",
+}
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """A value used as is; never an Optuna parameter."""
+
+    value: Any
+
+    def suggest(self, trial: optuna.trial.BaseTrial, name: str) -> Any:
+        return self.value
+
+    def to_json(self) -> Any:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A categorical Optuna parameter."""
+
+    choices: tuple
+
+    def suggest(self, trial: optuna.trial.BaseTrial, name: str) -> Any:
+        return trial.suggest_categorical(name, list(self.choices))
+
+    def to_json(self) -> list:
+        return list(self.choices)
+
+
+@dataclass(frozen=True)
+class Range:
+    """An integer or float Optuna parameter between ``low`` and ``high``."""
+
+    low: Union[int, float]
+    high: Union[int, float]
+    log: bool
+    step: Union[int, float, None]
+    integer: bool
+
+    def suggest(self, trial: optuna.trial.BaseTrial, name: str) -> Union[int, float]:
+        if self.integer:
+            return trial.suggest_int(name, self.low, self.high, step=self.step or 1, log=self.log)
+        return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"low": self.low, "high": self.high, "log": self.log, "step": self.step}
+
+
+Node = Union[Fixed, Choice, Range]
+
+
+def close_match(word: Any, options: list[str]) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the option closest to ``word``, or ``""``."""
+    matches = difflib.get_close_matches(str(word), options, n=1)
+    return f" (did you mean {matches[0]!r}?)" if matches else ""
+
+
+def _type_name(value: Any) -> str:
+    return "nothing (null)" if value is None else f"{type(value).__name__} {value!r}"
+
+
+class Parser:
+    """Turns raw YAML data into parameter nodes, raising :class:`SearchSpaceError` on the first fault."""
+
+    def __init__(self, origin: str, base_dir: Path):
+        self.origin = origin
+        self.base_dir = base_dir
+
+    def fail(self, path: str, problem: str) -> SearchSpaceError:
+        where = f"{self.origin}: {path}" if path else self.origin
+        return SearchSpaceError(f"{where}: {problem}")
+
+    def space(self, raw: Any) -> dict[str, Any]:
+        """Return ``{key: node}`` for every top-level key, defaults filled in."""
+        if raw is None:
+            raise self.fail("", "the search space is empty; it needs at least a `source` list")
+        if not isinstance(raw, Mapping):
+            raise self.fail("", f"expected a mapping of keys ({', '.join(_KEYS)}), got {_type_name(raw)}")
+        valid = list(_KEYS)
+        for key in raw:
+            if key not in _KEYS:
+                raise self.fail(str(key), f"unknown key{close_match(key, valid)}; valid keys are {', '.join(valid)}")
+        if "source" not in raw:
+            raise self.fail("source", "missing; list the backbones to transfer from: source: [timm:resnet18.a1_in1k]")
+        nodes: dict[str, Any] = {}
+        for key, spec in _KEYS.items():
+            value = raw.get(key, spec.default)
+            if spec.kind == "head":
+                nodes[key] = self.heads(key, value)
+            elif spec.kind == "extra":
+                nodes[key] = self.parameters(key, value)
+            else:
+                nodes[key] = self.value(key, value, spec.kind, spec.bounds, spec.nullable)
+        return nodes
+
+    def value(
+        self,
+        path: str,
+        raw: Any,
+        kind: str,
+        bounds: _Bounds = _Bounds(),
+        nullable: bool = False,
+        integer: bool | None = None,
+    ) -> Node:
+        """Parse a scalar, list or range of ``kind`` (``any`` for head and plugin parameters)."""
+        if isinstance(raw, list):
+            if not raw:
+                raise self.fail(path, "an empty list offers no choice; give at least one value")
+            choices = [self.scalar(f"{path}[{index}]", item, kind, bounds, nullable) for index, item in enumerate(raw)]
+            seen: set = set()
+            for choice in choices:
+                if (type(choice), choice) in seen:
+                    raise self.fail(path, f"lists the choice {choice!r} twice")
+                seen.add((type(choice), choice))
+            return Choice(tuple(choices))
+        if isinstance(raw, Mapping):
+            if kind in ("bool", "source"):
+                raise self.fail(path, f"cannot be a range; give {_EXPECTED[kind]} or a list of them")
+            return self.range(path, raw, kind, bounds, integer)
+        return Fixed(self.scalar(path, raw, kind, bounds, nullable))
+
+    def scalar(self, path: str, raw: Any, kind: str, bounds: _Bounds, nullable: bool) -> Any:
+        """Check one value against ``kind`` and ``bounds`` and return it normalised."""
+        if raw is None and nullable:
+            return None
+        if kind == "source":
+            return self.source(path, raw)
+        if kind == "bool":
+            if not isinstance(raw, bool):
+                raise self.fail(path, f"expected true or false, got {_type_name(raw)}")
+            return raw
+        if kind == "any":
+            if raw is not None and not isinstance(raw, (bool, int, float, str)):
+                raise self.fail(path, f"expected {_EXPECTED['any']}, got {_type_name(raw)}")
+            return raw
+        if kind == "int" and (isinstance(raw, bool) or not isinstance(raw, int)):
+            raise self.fail(path, f"expected a whole number, got {_type_name(raw)}")
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
+            raise self.fail(path, f"expected a number, got {_type_name(raw)}")
+        problem = bounds.violation(raw)
+        if problem:
+            raise self.fail(path, f"{raw!r} {problem}")
+        return raw if kind == "int" else float(raw)
+
+    def range(self, path: str, raw: Mapping, kind: str, bounds: _Bounds, integer: bool | None) -> Range:
+        """Parse ``{low, high, log?, step?}``; ``integer`` forces the range type for ``any`` values."""
+        for key in raw:
+            if key not in _RANGE_KEYS:
+                hint = close_match(key, list(_RANGE_KEYS))
+                raise self.fail(path, f"unknown range key {key!r}{hint}; a range has low, high, log, step")
+        if "low" not in raw or "high" not in raw:
+            raise self.fail(path, "a range needs both low and high")
+        low, high, step, log = raw["low"], raw["high"], raw.get("step"), raw.get("log", False)
+        if kind == "int":
+            integer = True
+        elif kind == "float":
+            integer = False
+        elif integer is None:
+            integer = all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high)) and (
+                step is None or (isinstance(step, int) and not isinstance(step, bool))
+            )
+        number_kind = "int" if integer else "float"
+        low = self.scalar(f"{path}.low", low, number_kind, bounds, False)
+        high = self.scalar(f"{path}.high", high, number_kind, bounds, False)
+        if step is not None:
+            step = self.scalar(f"{path}.step", step, number_kind, _Bounds(0, low_excluded=True), False)
+        if not isinstance(log, bool):
+            raise self.fail(f"{path}.log", f"expected true or false, got {_type_name(log)}")
+        if low > high:
+            raise self.fail(path, f"low ({low}) is greater than high ({high})")
+        if log and low <= 0:
+            raise self.fail(path, f"a log range needs low > 0, got low {low}")
+        if log and step is not None and not (integer and step == 1):
+            raise self.fail(path, "log and step cannot be combined; drop one of them")
+        if step is not None:
+            count = (high - low) / step
+            if abs(count - round(count)) > 1e-9:
+                raise self.fail(path, f"high - low ({high - low}) is not a multiple of step ({step})")
+        return Range(low, high, log, step, integer)
+
+    def source(self, path: str, raw: Any) -> str:
+        """Check ``PLUGIN:MODEL[@WEIGHTS]``; return its canonical text with a weights file made absolute."""
+        if not isinstance(raw, str):
+            raise self.fail(path, f"expected a source text {SOURCE_FORMAT}, got {_type_name(raw)}")
+        try:
+            spec = SourceSpec.parse(raw)
+        except UnknownComponentError as error:
+            raise self.fail(path, str(error)) from error
+        if spec.weights_file is not None:
+            spec = replace(spec, weights=os.path.normpath(self.base_dir / Path(spec.weights).expanduser()))
+        return str(spec)
+
+    def heads(self, path: str, raw: Any) -> dict[str, dict[str, Node]]:
+        """Parse ``head`` into ``{head name: {parameter: node}}`` merged over the registered spaces."""
+        heads_form = "a head name, a list of names or a mapping of name to parameters"
+        if isinstance(raw, str):
+            overrides: Mapping = {raw: None}
+        elif isinstance(raw, list):
+            if not raw:
+                raise self.fail(path, "an empty list offers no choice; name at least one head")
+            for index, name in enumerate(raw):
+                if not isinstance(name, str):
+                    raise self.fail(f"{path}[{index}]", f"expected a head name, got {_type_name(name)}")
+            if len(set(raw)) != len(raw):
+                raise self.fail(path, "lists a head twice")
+            overrides = dict.fromkeys(raw)
+        elif isinstance(raw, Mapping):
+            if not raw:
+                raise self.fail(path, "an empty mapping offers no choice; name at least one head")
+            if set(raw) & set(_RANGE_KEYS):
+                raise self.fail(path, f"cannot be a range; give {heads_form}")
+            overrides = raw
+        else:
+            raise self.fail(path, f"expected {heads_form}, got {_type_name(raw)}")
+        return {str(name): self.head_params(f"{path}.{name}", str(name), params) for name, params in overrides.items()}
+
+    def head_params(self, path: str, name: str, override: Any) -> dict[str, Node]:
+        """Merge one head's overrides (``None`` for none) over its registered space."""
+        try:
+            component = get_component("head", name)
+        except UnknownComponentError as error:
+            raise self.fail(path, str(error)) from error
+        try:
+            registered = Parser(f"space of head {name!r}", self.base_dir).parameters(name, component.space)
+        except SearchSpaceError as error:
+            raise PluginError(
+                f"plugin {component.plugin!r} registers head {name!r} with an invalid space: {error}"
+            ) from error
+        override = {} if override is None else override
+        if not isinstance(override, Mapping):
+            raise self.fail(path, f"expected a mapping of the head's parameters, got {_type_name(override)}")
+        for param in override:
+            if param not in registered:
+                takes = f"it takes {', '.join(registered)}" if registered else "it takes no parameters"
+                hint = close_match(param, list(registered))
+                raise self.fail(f"{path}.{param}", f"head {name!r} has no parameter {param!r}{hint}; {takes}")
+        merged = {}
+        for param, node in registered.items():
+            if param in override:
+                integer = node.integer if isinstance(node, Range) else None
+                merged[param] = self.value(f"{path}.{param}", override[param], "any", integer=integer)
+            else:
+                merged[param] = node
+        return merged
+
+    def parameters(self, path: str, raw: Any) -> dict[str, Node]:
+        """Parse a mapping of parameter name to value (``extra``, a head's registered space)."""
+        if raw is None:
+            return {}
+        if not isinstance(raw, Mapping):
+            raise self.fail(path, f"expected a mapping of parameter names to values, got {_type_name(raw)}")
+        return {str(name): self.value(f"{path}.{name}", value, "any") for name, value in raw.items()}

@@ -1,0 +1,1 @@
+"""Where a search keeps things: the run dir, the Optuna storage, the best model, atomic files."""

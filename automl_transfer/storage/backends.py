@@ -1,0 +1,123 @@
+"""Opening a search's Optuna storage, and finding the study in it.
+
+Without a URL a search keeps its study in the run dir's journal file (Optuna's
+JournalStorage, file backend: safe for many processes on one machine). With a URL
+(``postgresql://...``) it uses Optuna's RDBStorage with a heartbeat, so that a lost machine is
+noticed. Optuna is imported when a storage is opened, not when this module is.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from automl_transfer.errors import RunDirError, StorageError
+from automl_transfer.storage.run_dir import JOURNAL_NAME
+
+if TYPE_CHECKING:
+    from optuna.storages import BaseStorage
+
+#: Seconds between the heartbeats a trial records in an RDB storage.
+HEARTBEAT_INTERVAL = 30
+#: A trial whose heartbeat is older than this many intervals is taken for lost.
+GRACE_INTERVALS = 3
+#: Seconds to wait for a PostgreSQL or MySQL server to answer before giving up.
+CONNECT_TIMEOUT = 10
+
+
+def open_storage(
+    run_dir: Path | None, storage_url: str | None = None, heartbeat_interval: int = HEARTBEAT_INTERVAL
+) -> BaseStorage:
+    """Open the Optuna storage of a search.
+
+    :param run_dir: the run directory; without ``storage_url`` the journal file in it is used
+        (the directory must exist).
+    :param storage_url: an RDB URL (``postgresql://...``, ``sqlite:///...``) for searches that
+        span machines.
+    :param heartbeat_interval: seconds between the heartbeats each running trial records in an
+        RDB storage; a trial silent for :data:`GRACE_INTERVALS` intervals is taken for lost.
+    :returns: the storage.
+    :raises StorageError: the URL cannot be reached or opened.
+    """
+    import optuna
+    from optuna.storages import RDBStorage
+    from optuna.storages.journal import (
+        JournalFileBackend,
+        JournalFileOpenLock,
+        JournalStorage,
+    )
+
+    if storage_url is None:
+        journal = str(Path(run_dir) / JOURNAL_NAME)
+        return JournalStorage(JournalFileBackend(journal, lock_obj=JournalFileOpenLock(journal)))
+    scheme = storage_url.partition("://")[0].split("+")[0].lower()
+    engine_kwargs = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT}} if scheme in ("postgresql", "mysql") else {}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+            return RDBStorage(
+                storage_url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=GRACE_INTERVALS * heartbeat_interval,
+            )
+    except ImportError as error:
+        missing = getattr(error.__cause__, "name", None) or getattr(error, "name", None) or "its database driver"
+        raise StorageError(
+            f"cannot open storage {redact_url(storage_url)}: the driver {missing!r} is not installed; "
+            "for PostgreSQL run `pip install 'automl-transfer[postgres]'`"
+        ) from error
+    except Exception as error:
+        raise StorageError(
+            f"cannot open storage {redact_url(storage_url)}: {type(error).__name__}: {first_line(error)}; "
+            "check the URL and that the server is up and accepts connections"
+        ) from error
+
+
+def open_run_storage(run_dir: Path, storage_url: str | None = None) -> BaseStorage:
+    """Open the storage of an existing search: its journal in ``run_dir``, or ``storage_url``.
+
+    :raises RunDirError: ``run_dir`` holds no journal and no URL is given.
+    :raises StorageError: as for :func:`open_storage`.
+    """
+    if storage_url is None and not (Path(run_dir) / JOURNAL_NAME).is_file():
+        raise RunDirError(
+            f"{run_dir} holds no search (no {JOURNAL_NAME}); start one with "
+            f"`automl-transfer search --run-dir {run_dir} ...`, or give its --storage URL"
+        )
+    return open_storage(run_dir, storage_url)
+
+
+def pick_study(storage: BaseStorage, name: str | None, where: object) -> str:
+    """Return the name of the study to use in ``storage``.
+
+    :param name: the study asked for, or ``None`` when the storage should hold exactly one.
+    :param where: the run dir or URL, for messages.
+    :raises RunDirError: no such study, or several and no ``name``.
+    """
+    import optuna
+
+    names = optuna.get_all_study_names(storage)
+    if name is None:
+        if len(names) != 1:
+            raise RunDirError(f"{where} holds {len(names)} studies ({', '.join(names) or 'none'}); choose one with --study")
+        return names[0]
+    if name not in names:
+        raise RunDirError(f"no study {name!r} in {where}; studies there: {', '.join(names) or 'none'}")
+    return name
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***`` so it can be printed."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+
+
+def first_line(error: BaseException) -> str:
+    """Return the first line of an exception's message."""
+    return (str(error).strip().splitlines() or [""])[0]

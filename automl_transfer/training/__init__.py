@@ -1,0 +1,1 @@
+"""Training one trial: its parameters, the fit loop, evaluation, optimiser and regularisation."""

@@ -1,0 +1,183 @@
+"""The built-in console observer: the search's progress on stderr and its leaderboard on stdout.
+
+It is a plugin like any other (entry point ``console``), built on the lifecycle hooks a third
+party's observer uses; ``--disable-plugins console`` silences it. What it shows:
+
+- on a terminal, a live progress display on stderr: a bar over the trials with the best value
+  so far, a line for the running trial (epoch k/N, its latest metric, training images/s), and a
+  line for work outside trials (decoding images, caching features, refitting);
+- one line per finished trial on stderr, ``trial N: accuracy=0.9312 [source=..., lr=...]``
+  with the trial's searched parameters, on a terminal or not;
+- the leaderboard on stdout when the search ends.
+
+With ``quiet`` only the leaderboard is printed. A worker process (``automl-transfer worker``)
+prints its trial lines and nothing else.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from automl_transfer.plugin import hookimpl, leaderboard, wide_console
+
+
+class ConsoleObserver:
+    """The state of the console output of the search running in this process."""
+
+    def __init__(self) -> None:
+        self.quiet = False
+        self.show_progress = False
+        self.metric = "value"
+        self.study: Any = None
+        self.console: Any = None
+        self.progress: Any = None
+        self.trials_task: Any = None
+        self.trial_task: Any = None
+        self.phase_task: Any = None
+        self.epoch_started = 0.0
+
+    @hookimpl
+    def search_start(self, run_dir, study, settings):
+        """Start the trials bar (in the process that runs the trials one after another)."""
+        self.stop_display()
+        self.quiet = bool(settings.get("quiet"))
+        self.metric = settings.get("metric", "value")
+        self.study = study
+        self.show_progress = not self.quiet and not settings.get("worker") and settings.get("workers", 1) == 1
+        if self.show_progress:
+            from automl_transfer.plugin import trial_counts
+
+            counts = trial_counts(study)
+            done = counts["n_complete"] + counts["n_pruned"] + counts["n_failed"]
+            self.trials_task = self.display().add_task("trials", total=settings.get("trials"), completed=done)
+
+    @hookimpl
+    def search_phase(self, phase, done, total):
+        """Show work outside trials: a live line on a terminal, a line at its start otherwise."""
+        if self.quiet:
+            return
+        if not self.stderr().is_terminal:
+            if done == 0 and self.study is not None:
+                self.console.print(f"{phase}{'' if total is None else f' ({total})'} ...", highlight=False, markup=False)
+            return
+        self.display()
+        if self.phase_task is None:
+            self.phase_task = self.progress.add_task(phase, total=total, completed=done)
+        self.progress.update(self.phase_task, description=phase, completed=done, total=total)
+        if total is not None and done >= total:
+            self.progress.remove_task(self.phase_task)
+            self.phase_task = None
+            self.stop_display_if_idle()
+
+    @hookimpl
+    def trial_start(self, trial, params):
+        """Add the running trial's line."""
+        if self.show_progress:
+            self.epoch_started = time.monotonic()
+            self.trial_task = self.progress.add_task(f"trial {trial.number}", total=params.get("epochs"))
+
+    @hookimpl
+    def epoch_end(self, trial, epoch, metrics):
+        """Update the running trial's line: epoch, latest metric, training images/s."""
+        if not self.show_progress or self.trial_task is None:
+            return
+        now = time.monotonic()
+        seconds, self.epoch_started = now - self.epoch_started, now
+        speed = metrics.get("train_images", 0) / seconds if seconds > 0 else 0.0
+        key = "val_loss" if self.metric == "loss" else self.metric
+        value = metrics.get(key)
+        shown = f"{self.metric}={value:.4f}" if isinstance(value, float) else ""
+        self.progress.update(
+            self.trial_task, completed=epoch, description=f"trial {trial.number}: {shown}  {speed:,.0f} img/s"
+        )
+
+    @hookimpl
+    def trial_end(self, trial, state, value, reason):
+        """Print the trial's line and move the bar on."""
+        if self.trial_task is not None:
+            self.progress.remove_task(self.trial_task)
+            self.trial_task = None
+        if not self.quiet:
+            outcome = f"{self.metric}={value:.4f}" if value is not None else state.name.lower()
+            if reason:
+                outcome += f" ({reason})"
+            line = f"trial {trial.number}: {outcome}  [{_describe(trial)}]"
+            (self.progress.console if self.progress is not None else self.stderr()).print(
+                line, highlight=False, markup=False, soft_wrap=True
+            )
+        if self.show_progress and self.trials_task is not None:
+            self.progress.update(self.trials_task, advance=1, description=self._best())
+
+    @hookimpl
+    def search_end(self, run_dir, study, summary):
+        """Remove the live display and print the leaderboard on stdout."""
+        self.stop_display()
+        console = wide_console()
+        console.print(leaderboard(study, self.metric, console))
+        self.study = None
+        self.quiet = False
+
+    def stderr(self) -> Any:
+        """Return the console on stderr."""
+        if self.console is None:
+            from rich.console import Console
+
+            self.console = Console(stderr=True)
+        return self.console
+
+    def display(self) -> Any:
+        """Return the live display on stderr, starting it when needed."""
+        if self.progress is None:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.stderr(),
+                transient=True,
+            )
+            self.progress.start()
+        return self.progress
+
+    def stop_display(self) -> None:
+        """Remove the live display, if any."""
+        if self.progress is not None:
+            self.progress.stop()
+        self.progress = self.trials_task = self.trial_task = self.phase_task = None
+
+    def stop_display_if_idle(self) -> None:
+        """Remove the live display when it shows nothing any more (a phase before the search started)."""
+        if self.progress is not None and not self.progress.tasks:
+            self.stop_display()
+
+    def _best(self) -> str:
+        try:
+            best = self.study.best_trial
+        except ValueError:
+            return "no complete trial yet"
+        return f"best {self.metric}={best.value:.4f} (trial {best.number})"
+
+
+def _describe(trial: Any) -> str:
+    """The trial's source and searched parameters, ``name=value`` comma-separated."""
+    params = trial.user_attrs.get("params", {})
+    shown = {"source": params.get("source")} if params.get("source") else {}
+    shown.update(trial.params)
+    return ", ".join(f"{name}={_format(value)}" for name, value in shown.items())
+
+
+def _format(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+#: The plugin object the entry point names.
+observer = ConsoleObserver()
