@@ -25,6 +25,7 @@ lr: {low: 1.0e-3, high: 1.0e-2, log: true}
 epochs: %(epochs)d
 batch_size: 16
 image_size: 16
+start: []
 """
 T = TypeVar("T")
 

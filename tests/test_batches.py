@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from automl_transfer.data import batches
-from automl_transfer.data.batches import DeviceSplit, augment, to_model_input
+from automl_transfer.data.batches import (
+    AUGMENTATIONS,
+    Augmentation,
+    DeviceSplit,
+    augment,
+    to_model_input,
+)
 from automl_transfer.data.prepare import LabelledTensors
 
 
@@ -25,14 +31,24 @@ def test_model_input_is_float_in_unit_range():
 
 
 def test_full_size_crops_give_the_image_or_its_mirror(monkeypatch):
-    monkeypatch.setattr(batches, "CROP_SCALE", (1.0, 1.0))
     monkeypatch.setattr(batches, "CROP_RATIO", (1.0, 1.0))
     images = ramps(64)
-    out = augment(images, torch.Generator().manual_seed(0))
+    out = augment(images, torch.Generator().manual_seed(0), Augmentation(crop_area=(1.0, 1.0), flip=True))
     same = (out - images).abs().amax(dim=(1, 2, 3)) < 1e-5
     mirrored = (out - images.flip(-1)).abs().amax(dim=(1, 2, 3)) < 1e-5
     assert bool((same ^ mirrored).all())
     assert 10 < int(mirrored.sum()) < 54
+    unflipped = augment(images, torch.Generator().manual_seed(0), Augmentation(crop_area=(1.0, 1.0), flip=False))
+    assert (unflipped - images).abs().max() < 1e-5
+
+
+def test_light_augmentation_keeps_most_of_every_image():
+    images = ramps(64)
+    light = augment(images, torch.Generator().manual_seed(0), AUGMENTATIONS["light"])
+    strong = augment(images, torch.Generator().manual_seed(0), AUGMENTATIONS["strong"])
+    # A ramp's values span what the crop keeps: a light crop keeps most of the range, a strong one may not.
+    assert float((light.amax(dim=(1, 2, 3)) - light.amin(dim=(1, 2, 3))).min()) > 0.7
+    assert float((strong.amax(dim=(1, 2, 3)) - strong.amin(dim=(1, 2, 3))).min()) < 0.7
 
 
 def test_every_image_gets_its_own_crop():

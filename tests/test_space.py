@@ -88,7 +88,15 @@ def test_demo_preset_is_the_space_the_demo_searches(tmp_path, monkeypatch):
         ("source: []\n", ["source", "empty list"]),
         (SRC + "epochs: ten\n", ["epochs", "expected a whole number, got str 'ten'"]),
         (SRC + "batch_size: [32, 64.5]\n", ["batch_size[1]", "whole number"]),
-        (SRC + "augment: 1\n", ["augment", "true or false"]),
+        (SRC + "augment: 1\n", ["augment", "augmentation strength (none, light, strong)"]),
+        (SRC + "augment: lite\n", ["augment", "did you mean 'light'"]),
+        (SRC + "start: {lr: 0.1}\n", ["start", "expected a list of mappings"]),
+        (SRC + "start: [{lrr: 0.1}]\n", ["start[0].lrr", "a start point sets one of"]),
+        (SRC + "start: [{lr: -1}]\n", ["start[0].lr", "must be greater than 0"]),
+        (SRC + "start: [{head: mlp}]\n", ["start[0].head", "'mlp' is not a head of this space"]),
+        (SRC + "l1: -0.1\n", ["l1", "must be at least 0"]),
+        (SRC + "patience: 1.5\n", ["patience", "whole number"]),
+        (SRC + "image_size: 100000\n", ["image_size", "must be at most 2048"]),
         (SRC + "augment: {low: 0, high: 1}\n", ["augment", "cannot be a range"]),
         (SRC + "freeze_depth: 1.5\n", ["freeze_depth", "1.5 must be at most 1"]),
         (SRC + "lr: 0\n", ["lr", "must be greater than 0"]),
@@ -161,7 +169,7 @@ def test_fixed_trial_gives_concrete_params():
         "head: {linear: {}, mlp: {hidden: [128, 256]}}\n"
         "epochs: {low: 2, high: 6, step: 2}\n"
         "batch_size: 16\n"
-        "augment: [true, false]\n"
+        "augment: [none, light, true]\n"
         "extra: {ema: [0.99, 0.999], tag: blue}\n"
     )
     trial = optuna.trial.FixedTrial(
@@ -174,24 +182,27 @@ def test_fixed_trial_gives_concrete_params():
             "head.mlp.hidden": 256,
             "head.mlp.dropout": 0.2,
             "epochs": 4,
-            "augment": False,
+            "augment": "light",
             "extra.ema": 0.999,
         }
     )
     assert space.suggest(trial) == {
         "source": "timm:test_vit@none",
-        "freeze_depth": 0.25,
+        "freeze_depth": 0.0,  # random weights are never frozen: not even sampled
         "lr": 0.003,
         "weight_decay": 0.05,
         "l2sp": 0.01,
+        "l1": 0.0,
         "head": "mlp",
         "head_params": {"hidden": 256, "dropout": 0.2},
         "epochs": 4,
         "batch_size": 16,
         "image_size": None,
         "label_smoothing": 0.1,
-        "augment": False,
+        "augment": "light",
         "warmup_epochs": 1.0,
+        "min_steps": 100,
+        "patience": 5,
         "extra": {"ema": 0.999, "tag": "blue"},
     }
 
@@ -204,14 +215,17 @@ def test_defaults_fill_every_omitted_key():
         "lr": 0.001,
         "weight_decay": 0.05,
         "l2sp": 0.0,
+        "l1": 0.0,
         "head": "linear",
         "head_params": {},
         "epochs": 10,
         "batch_size": 64,
         "image_size": None,
         "label_smoothing": 0.1,
-        "augment": True,
+        "augment": "light",
         "warmup_epochs": 1.0,
+        "min_steps": 100,
+        "patience": 5,
         "extra": {},
     }
 
@@ -309,3 +323,43 @@ def test_a_folder_named_like_a_preset_does_not_hide_the_preset(tmp_path, monkeyp
     assert load_space("small").origin == "preset 'small'"
     (tmp_path / "small.yaml").write_text("source: timm:resnet18@none\n")
     assert load_space("small.yaml").sources == ["timm:resnet18@none"]
+
+
+def test_pretrained_sources_sample_freeze_depth_random_ones_never_freeze():
+    space = space_from("source: [timm:test_resnet, timm:test_resnet@none]\nfreeze_depth: {low: 0.0, high: 1.0}\n")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(30):
+        trial = study.ask()
+        params = space.suggest(trial)
+        if params["source"].endswith("@none"):
+            assert params["freeze_depth"] == 0.0 and "freeze_depth" not in trial.params
+        else:
+            assert "freeze_depth" in trial.params
+        study.tell(trial, 0.0)
+
+
+def test_start_trials_run_each_recipe_for_every_source_within_the_space():
+    space = space_from(
+        "source: [timm:test_resnet, timm:test_vit, timm:test_resnet@none]\n"
+        "freeze_depth: [0.0, 0.5, 0.75]\n"
+        "lr: {low: 1.0e-4, high: 1.0e-2, log: true}\n"
+        "weight_decay: [0.01, 0.05]\n"
+        "head: [linear, mlp]\n"
+        "start: [{freeze_depth: 0.0, lr: 3.0e-3}, {freeze_depth: 1.0, lr: 0.1, head: mlp}]\n"
+    )
+    trials = space.start_trials()
+    assert [(trial["source"], trial.get("freeze_depth")) for trial in trials] == [
+        ("timm:test_resnet", 0.0), ("timm:test_vit", 0.0), ("timm:test_resnet@none", None),
+        ("timm:test_resnet", 0.75), ("timm:test_vit", 0.75),  # 1.0 is outside the space: the nearest choice
+    ]
+    assert trials[0]["lr"] == 3.0e-3 and trials[3]["lr"] == 1.0e-2  # clamped to the range
+    assert trials[0]["weight_decay"] == 0.01 and trials[0]["head"] == "linear" and trials[3]["head"] == "mlp"
+    assert trials[3]["head.mlp.hidden"] == 256 and trials[3]["head.mlp.dropout"] == 0.25
+    assert space.start_trials(sources=["timm:test_vit", "timm:test_resnet", "timm:test_resnet@none"])[0]["source"] == "timm:test_vit"
+    for params in trials:  # every start trial is a valid point of the space
+        space.suggest(optuna.trial.FixedTrial(params))
+
+
+def test_a_space_without_start_gets_the_default_portfolio_and_an_empty_list_turns_it_off():
+    assert space_from("source: timm:test_resnet\n").start_points
+    assert space_from("source: timm:test_resnet\nstart: []\n").start_trials() == []

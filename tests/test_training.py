@@ -13,17 +13,12 @@ from torch import nn
 
 from automl_transfer.contract.components import Backbone
 from automl_transfer.data.prepare import LabelledTensors, PreparedData
-from automl_transfer.model.freezing import freeze_backbone
+from automl_transfer.model.freezing import FrozenLayers, freeze_backbone
 from automl_transfer.model.network import TransferModel
-from automl_transfer.training import fit as training
+from automl_transfer.training import trainer as training
 from automl_transfer.training.evaluation import evaluate
-from automl_transfer.training.fit import (
-    NonFiniteLossError,
-    OutOfMemoryTrialError,
-    TrialSettings,
-    fit,
-    fit_with_oom_retry,
-)
+from automl_transfer.training.failures import NonFiniteLossError, OutOfMemoryTrialError
+from automl_transfer.training.fit import TrialSettings, fit, fit_with_oom_retry
 
 CPU = torch.device("cpu")
 COLOURS = torch.tensor([[200, 40, 40], [40, 200, 40], [40, 40, 200]], dtype=torch.float32)
@@ -89,7 +84,7 @@ def test_learns_a_learnable_task(data):
 
     assert result.metrics["accuracy"] > 0.9  # chance is 1/3
     assert result.metrics["macro_f1"] > 0.9
-    assert len(result.history) == 3 and result.metrics is result.history[-1]
+    assert len(result.history) == 3 and result.metrics is result.history[result.best_epoch - 1]
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert not result.model.training
 
@@ -284,7 +279,10 @@ def test_out_of_memory_gives_up_at_the_minimum_batch_size(data):
             data,
             settings(batch_size=48, min_batch_size=8),
         )
-    assert list(dict.fromkeys(head.batches)) == [48, 24, 12, 8]
+    # Each attempt cuts a pass into near-equal batches of at most the size tried.
+    first_seen = list(dict.fromkeys(head.batches))
+    assert len(first_seen) == 4
+    assert all(size / 2 < seen <= size for seen, size in zip(first_seen, [48, 24, 12, 8]))
 
 
 def test_same_seed_gives_identical_metrics_on_cpu(data):
@@ -333,3 +331,96 @@ def test_evaluate_reproduces_the_last_epoch_metrics(data):
 def test_settings_reject_an_empty_run():
     with pytest.raises(ValueError, match="epochs"):
         settings(epochs=0)
+
+
+class RecordingBackbone(nn.Module):
+    """Pools images to features and records, while training, which images each step saw.
+
+    Image ``i`` of :func:`numbered_images` has the value ``i`` in its first pixel, and the
+    model's mean/std are 0/1, so the backbone reads the image's number back from its input.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(3))
+        self.steps: list[list[int]] = []
+
+    def forward(self, images):
+        if self.training:
+            self.steps.append((images[:, 0, 0, 0] * 255).round().long().tolist())
+        return images.mean(dim=(2, 3)) * self.scale
+
+
+def numbered_images(count: int) -> LabelledTensors:
+    images = torch.zeros(count, 3, 4, 4, dtype=torch.uint8)
+    images[:, 0, 0, 0] = torch.arange(count, dtype=torch.uint8)
+    return LabelledTensors(images=images, labels=torch.arange(count) % 3)
+
+
+def recording_model() -> tuple[TransferModel, FrozenLayers]:
+    backbone = Backbone(RecordingBackbone(), 3, {"mean": (0.0,) * 3, "std": (1.0,) * 3}, [["scale"]], "recording")
+    model = TransferModel(backbone.module, nn.Linear(3, 3), (0.0,) * 3, (1.0,) * 3)
+    return model, freeze_backbone(backbone, 0.0)
+
+
+def test_no_image_is_dropped_from_an_epoch_and_no_batch_is_a_lone_image():
+    data = PreparedData(["a", "b", "c"], numbered_images(41), numbered_images(6), None, 0, "numbered")
+    model, frozen = recording_model()
+    fit(model, frozen, data, settings(epochs=2, batch_size=8))
+    steps = model.backbone.steps
+    assert len(steps) == 2 * 6  # ceil(41 / 8) steps an epoch
+    for epoch in (steps[:6], steps[6:]):
+        assert sorted(number for step in epoch for number in step) == list(range(41))
+        assert {len(step) for step in epoch} <= {6, 7}  # near-equal batches, none above 8
+    data_of_17 = PreparedData(["a", "b", "c"], numbered_images(17), numbered_images(6), None, 0, "numbered")
+    model, frozen = recording_model()
+    fit(model, frozen, data_of_17, settings(epochs=1, batch_size=16))
+    assert sorted(len(step) for step in model.backbone.steps) == [8, 9]  # not 16 + a lone image
+
+
+def test_a_small_split_makes_several_passes_an_epoch_to_reach_min_steps():
+    data = PreparedData(["a", "b", "c"], numbered_images(10), numbered_images(6), None, 0, "numbered")
+    model, frozen = recording_model()
+    calls = []
+    fit(model, frozen, data, settings(epochs=2, batch_size=32, min_steps=10), lambda *call: calls.append(call))
+    steps = model.backbone.steps
+    assert len(steps) == 10 and all(sorted(step) == list(range(10)) for step in steps)
+    assert [metrics["train_images"] for _, metrics in calls] == [50, 50]
+
+
+def test_early_stopping_ends_the_fit_and_keeps_the_best_epochs_weights(data):
+    backbone = tiny_backbone()
+    model = tiny_model(backbone)
+    states = []
+
+    def remember(epoch, metrics):
+        states.append({name: value.clone() for name, value in model.state_dict().items()})
+
+    result = fit(model, freeze_backbone(backbone, 0.0), data, settings(lr=0.05, epochs=12, patience=2), remember)
+
+    best = result.best_epoch
+    accuracies = [metrics["accuracy"] for metrics in result.history]
+    assert len(result.history) == best + 2 < 12  # stopped two epochs after the best one
+    assert accuracies[best - 1] == max(accuracies) and result.metrics is result.history[best - 1]
+    assert all(torch.equal(value, states[best - 1][name]) for name, value in model.state_dict().items())
+    reloaded = evaluate(model, data.val, CPU, batch_size=17)
+    assert reloaded["accuracy"] == result.metrics["accuracy"]
+    assert reloaded["val_loss"] == pytest.approx(result.metrics["val_loss"], rel=1e-6)
+
+
+def test_without_a_validation_split_every_epoch_trains_and_the_last_is_kept(data):
+    backbone = tiny_backbone()
+    no_val = PreparedData(data.class_names, data.train, None, None, 0, "synthetic")
+    result = fit(tiny_model(backbone), freeze_backbone(backbone, 0.0), no_val, settings(epochs=3, patience=1))
+    assert len(result.history) == 3 and result.best_epoch == 3
+    assert "accuracy" not in result.metrics and math.isfinite(result.metrics["train_loss"])
+
+
+def test_l1_pushes_weights_toward_zero(data):
+    sizes = {}
+    for strength in (0.0, 0.05):
+        backbone = tiny_backbone()
+        model = tiny_model(backbone)
+        fit(model, freeze_backbone(backbone, 0.0), data, settings(l1=strength, weight_decay=0.0, epochs=1))
+        sizes[strength] = sum(float(parameter.detach().abs().sum()) for parameter in model.parameters() if parameter.ndim > 1)
+    assert sizes[0.05] < 0.8 * sizes[0.0]

@@ -55,6 +55,13 @@ def add_search_flags(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="seconds between a trial's heartbeats in an RDB --storage; silent for 3 of them = lost (default 30)",
     )
+    parser.add_argument(
+        "--refit",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="after the trials, train the winner again on training + validation images and keep that as best/ "
+        "(default); --no-refit keeps the selected trial's model",
+    )
     parser.add_argument("--config", type=Path, help="job YAML whose keys are these flags' names")
 
 

@@ -7,12 +7,17 @@ float ``[0, 1]`` only on the device, and augmentation runs there on the whole ba
 
 torchvision's ``transforms.v2`` draws one set of crop parameters per call, so a batch
 would share a single crop; :func:`augment` instead draws a crop and flip for every image
-and applies them all with one ``affine_grid`` / ``grid_sample``.
+and applies them all with one ``affine_grid`` / ``grid_sample``. How strong the
+augmentation is comes from :data:`AUGMENTATIONS`: ``none``, ``light`` (a crop keeping at least
+80% of the image, no flip: nothing that removes the object from a small image or turns a
+digit into another) or ``strong`` (random resized crops down to a quarter of the image and
+flips, the usual ImageNet fine-tuning recipe).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,11 +27,28 @@ from automl_transfer.data.prepare import LabelledTensors
 #: A split stays on the GPU when its images take at most this share of the free GPU memory.
 RESIDENT_SHARE = 0.25
 
-#: Area of a random crop, as a share of the image.
-CROP_SCALE = (0.25, 1.0)
-
 #: Width-to-height ratio of a random crop.
 CROP_RATIO = (3 / 4, 4 / 3)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """A random resized crop and flip drawn per image.
+
+    :param crop_area: the share of the image a crop keeps, drawn uniformly in this range.
+    :param flip: whether half the images are mirrored left to right.
+    """
+
+    crop_area: tuple[float, float]
+    flip: bool
+
+
+#: The augmentation strengths a search space names (``augment: light``).
+AUGMENTATIONS: dict[str, Augmentation | None] = {
+    "none": None,
+    "light": Augmentation(crop_area=(0.8, 1.0), flip=False),
+    "strong": Augmentation(crop_area=(0.25, 1.0), flip=True),
+}
 
 
 class DeviceSplit:
@@ -80,39 +102,48 @@ def to_model_input(
     images: torch.Tensor,
     *,
     channels_last: bool = False,
-    augment_with: torch.Generator | None = None,
+    augmentation: Augmentation | None = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Turn a uint8 batch into the float ``[0, 1]`` input a :class:`TransferModel` takes.
 
     :param images: uint8 ``(B, 3, S, S)`` on the device.
     :param channels_last: return the batch in channels-last memory format.
-    :param augment_with: a generator on the batch's device to draw random crops and flips
-        with (see :func:`augment`); ``None`` leaves the images as they are.
+    :param augmentation: the random crops and flips to apply (see :func:`augment`), drawn
+        with ``generator`` (on the batch's device); ``None`` leaves the images as they are.
     :returns: float32 ``(B, 3, S, S)`` with values in ``[0, 1]``.
+    :raises ValueError: an augmentation without a generator.
     """
     batch = images.float().div_(255)
-    if augment_with is not None:
-        batch = augment(batch, augment_with)
+    if augmentation is not None:
+        if generator is None:
+            raise ValueError("an augmentation needs a generator to draw its crops and flips with")
+        batch = augment(batch, generator, augmentation)
     if channels_last:
         batch = batch.contiguous(memory_format=torch.channels_last)
     return batch
 
 
-def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Apply a random resized crop and a random horizontal flip to every image of a batch.
+def augment(
+    images: torch.Tensor, generator: torch.Generator, augmentation: Augmentation = AUGMENTATIONS["strong"]
+) -> torch.Tensor:
+    """Apply a random resized crop and, when asked, a random horizontal flip to every image of a batch.
 
-    Each image gets its own crop: an area of :data:`CROP_SCALE` of the image, a
+    Each image gets its own crop: an area in ``augmentation.crop_area`` of the image, a
     width-to-height ratio in :data:`CROP_RATIO` (log-uniform), a uniform position inside
     the image, resized back to the input size with bilinear interpolation; then a flip
-    with probability 1/2. Everything runs on the batch's device without synchronising.
+    with probability 1/2 when ``augmentation.flip``. Everything runs on the batch's device
+    without synchronising; the same draws are made with or without flips.
 
     :param images: float ``(B, C, H, W)``.
     :param generator: a ``torch.Generator`` on the batch's device.
+    :param augmentation: how strong the crops are and whether images are flipped.
     :returns: a new float batch of the same shape.
     """
     count = images.shape[0]
     draws = torch.rand(count, 5, generator=generator, device=images.device)
-    area = CROP_SCALE[0] + (CROP_SCALE[1] - CROP_SCALE[0]) * draws[:, 0]
+    low, high = augmentation.crop_area
+    area = low + (high - low) * draws[:, 0]
     log_low, log_high = math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])
     aspect = torch.exp(log_low + (log_high - log_low) * draws[:, 1])
     # Half-widths of the crop in grid_sample's [-1, 1] coordinates, where the image spans 2.
@@ -120,7 +151,7 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     half_height = torch.sqrt(area / aspect).clamp(max=1.0)
     centre_x = (1 - half_width) * (2 * draws[:, 2] - 1)
     centre_y = (1 - half_height) * (2 * draws[:, 3] - 1)
-    flip = torch.where(draws[:, 4] < 0.5, -1.0, 1.0)
+    flip = torch.where(draws[:, 4] < 0.5, -1.0, 1.0) if augmentation.flip else torch.ones_like(area)
     zeros = torch.zeros_like(area)
     theta = torch.stack(
         [torch.stack([half_width * flip, zeros, centre_x], dim=1), torch.stack([zeros, half_height, centre_y], dim=1)],

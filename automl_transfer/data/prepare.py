@@ -49,7 +49,8 @@ class PreparedData:
 
     :param class_names: label ``i`` is ``class_names[i]``.
     :param train: the images to train on.
-    :param val: the validation images trials are scored on.
+    :param val: the validation images trials are scored on (``None`` only in the data of a
+        refit, which trains on every labelled image).
     :param test: held-out test images, or ``None`` when the dataset has none.
     :param n_skipped: unreadable images left out (only with ``skip_bad_images=True``).
     :param fingerprint: :func:`dataset_fingerprint` of the dataset the tensors came from.
@@ -57,7 +58,7 @@ class PreparedData:
 
     class_names: list[str]
     train: LabelledTensors
-    val: LabelledTensors
+    val: LabelledTensors | None
     test: LabelledTensors | None
     n_skipped: int
     fingerprint: str

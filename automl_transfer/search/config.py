@@ -58,6 +58,9 @@ class SearchConfig:
         round-robin; default ``device`` for all (``auto`` with several GPUs: all of them).
     :param heartbeat_interval: seconds between the heartbeats of a running trial in an RDB
         storage; a trial silent for three intervals is failed and re-queued.
+    :param refit: after the trials, train the winning configuration again on training and
+        validation images together for its best number of epochs and keep that as ``best/``
+        (``False``: keep the selected trial's own model).
     """
 
     dataset: str
@@ -80,6 +83,7 @@ class SearchConfig:
     workers: int = 1
     devices: str | None = None
     heartbeat_interval: int = HEARTBEAT_INTERVAL
+    refit: bool = True
 
     def __post_init__(self) -> None:
         if self.trials is None or int(self.trials) < 1:
@@ -129,11 +133,17 @@ def make_sampler(config: SearchConfig, seed: int | None = None) -> optuna.sample
 
 
 def make_pruner(config: SearchConfig) -> optuna.pruners.BasePruner:
-    """Return the pruner ``config.pruner`` names; epochs are its steps."""
+    """Return the pruner ``config.pruner`` names; epochs are its steps.
+
+    Hyperband and the median rule never judge a trial inside its warm-up
+    (:class:`~automl_transfer.search.pruning.AfterWarmup`).
+    """
     import optuna
 
+    from automl_transfer.search.pruning import AfterWarmup
+
     if config.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto")
+        return AfterWarmup(optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto"))
     if config.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        return AfterWarmup(optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
     return optuna.pruners.NopPruner()

@@ -50,10 +50,14 @@ from automl_transfer.search.record import (
     write_job,
 )
 from automl_transfer.search.recovery import recover_lost_trials
+from automl_transfer.search.refit import refit_best
 from automl_transfer.search.signals import interrupt_on_signals
 from automl_transfer.search.summary import write_summary
 from automl_transfer.search.trials import TrialContext, TrialRunner
 from automl_transfer.search.workers import run_workers
+
+#: The user attr of a trial enqueued from the space's start points: its place among them.
+START_POINT = "start_point"
 from automl_transfer.space import SearchSpace, load_space
 from automl_transfer.storage.backends import open_storage
 from automl_transfer.storage.checkpoint import remove_best
@@ -93,7 +97,8 @@ class TransferSearch:
         """Run trials until the study holds ``trials`` counted ones or the timeout passes.
 
         Ctrl-C and SIGTERM stop it: each running trial is recorded as failed (``interrupted``)
-        and re-queued, so running the same search again resumes it.
+        and re-queued, so running the same search again resumes it. Then, with ``refit``, the
+        winner is trained again on every labelled image (:mod:`automl_transfer.search.refit`).
 
         :returns: the summary written to ``summary.json``.
         :raises AutoMLTransferError: bad input, found before any training.
@@ -109,6 +114,8 @@ class TransferSearch:
                 elif self.config.workers > 1:
                     run_workers(self, study, deadline, signals)
                 # workers=0: open() recorded the search; `automl-transfer worker` processes run it
+                if self.config.refit and self.config.workers > 0:
+                    refit_best(self.runner, study, self.config.seed)
             finally:
                 summary = write_summary(study, self.config.metric, self.config.run_dir)
                 call_observers("search_end", run_dir=self.config.run_dir, study=study, summary=summary)
@@ -338,6 +345,8 @@ class TransferSearch:
             pruner=make_pruner(self.config),
         )
         write_identity(study, identity)
+        for number, params in enumerate(self.space.start_trials()[: self.config.trials]):
+            study.enqueue_trial(params, user_attrs={START_POINT: number}, skip_if_exists=True)
         return study
 
 

@@ -31,10 +31,7 @@ def best_trial(study: optuna.Study, run_dir: Path | None = None) -> FrozenTrial 
     if not completed:
         return None
     best = study.best_trial
-    try:
-        saved = read_best_info(run_dir) if run_dir is not None else None
-    except RunDirError:
-        saved = None
+    saved = _saved_info(run_dir)
     if saved is not None:
         for trial in completed:
             if trial.number == saved.get("trial") and trial.value == best.value:
@@ -45,13 +42,20 @@ def best_trial(study: optuna.Study, run_dir: Path | None = None) -> FrozenTrial 
 def build_summary(study: optuna.Study, metric: str, run_dir: Path | None = None) -> dict[str, Any]:
     """Describe a study as ``summary.json`` holds it.
 
-    :param run_dir: the run directory, whose best model decides between equally good trials.
+    :param run_dir: the run directory, whose best model decides between equally good trials
+        and says whether it was refit.
     :returns: ``{"metric", "best_value", "best_params", "best_trial", "n_complete",
-        "n_pruned", "n_failed"}``; the best fields are ``None`` before a trial completes;
-        ``n_failed`` leaves out lost trials that a re-queued trial replaced.
+        "n_pruned", "n_failed", "refit"}``; the best fields are ``None`` before a trial
+        completes (``best_value`` is the validation score that selected the best trial);
+        ``n_failed`` leaves out lost trials that a re-queued trial replaced; ``refit`` is
+        ``None`` while ``best/`` holds the selected trial's own model, and ``{"trial",
+        "epochs", "train_images", "seed"}`` once it holds that configuration trained again
+        on every labelled image (see :mod:`automl_transfer.search.refit`).
     """
     counts = trial_counts(study)
     best = best_trial(study, run_dir)
+    saved = _saved_info(run_dir)
+    refit = saved.get("refit") if saved is not None and best is not None and saved.get("trial") == best.number else None
     return {
         "metric": metric,
         "best_value": best.value if best else None,
@@ -60,7 +64,18 @@ def build_summary(study: optuna.Study, metric: str, run_dir: Path | None = None)
         "n_complete": counts["n_complete"],
         "n_pruned": counts["n_pruned"],
         "n_failed": counts["n_failed"],
+        "refit": refit,
     }
+
+
+def _saved_info(run_dir: Path | None) -> dict[str, Any] | None:
+    """The ``model.json`` of ``run_dir``'s best model, or ``None`` (none yet, or unreadable)."""
+    if run_dir is None:
+        return None
+    try:
+        return read_best_info(run_dir)
+    except RunDirError:
+        return None
 
 
 def write_summary(study: optuna.Study, metric: str, run_dir: Path) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from automl_transfer.space import SearchSpace
 from automl_transfer.storage.checkpoint import save_best_if_better
 from automl_transfer.storage.model_info import BestModelInfo
 from automl_transfer.training.devices import release_memory
-from automl_transfer.training.fit import NonFiniteLossError, TrialFailed
+from automl_transfer.training.failures import NonFiniteLossError, TrialFailed
 from automl_transfer.training.params import TrialParams
 from automl_transfer.training.trial import TrainedModel, run_trial
 
@@ -95,6 +95,7 @@ class TrialRunner:
                     self._epoch_reporter(trial),
                     compile_model=context.compile_model,
                     seed=context.seed + trial.user_attrs.get(SEED_TRIAL, trial.number),
+                    monitor=context.metric_key,
                 )
                 value = trained.metrics[context.metric_key]
                 if not math.isfinite(value):
@@ -108,6 +109,7 @@ class TrialRunner:
                 self._finish(study, trial, TrialState.FAIL, f"{type(error).__name__}: {error}")
             else:
                 trial.set_user_attr("batch_size_used", trained.batch_size)
+                trial.set_user_attr("best_epoch", trained.best_epoch)
                 info = self.model_info(trial.number, trained, value)
                 save_best_if_better(context.run_dir, trained.model, info, value, context.direction)
                 self._finish(study, trial, TrialState.COMPLETE, value=value)
@@ -151,6 +153,7 @@ class TrialRunner:
             dataset=context.dataset,
             metrics=trained.metrics,
             batch_size=trained.batch_size,
+            best_epoch=trained.best_epoch,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
 

@@ -1,83 +1,9 @@
 r"""The search-space format: checking raw YAML data and turning it into parameter nodes.
 
-## Search-space format
-
-A search space is a YAML mapping. Give `--space` a preset name (`default`, `small`, `demo`)
-or the path of your own YAML file:
-
-```yaml
-source:                     # the pretrained backbones to transfer from (required)
-  - timm:resnet50.a1_in1k
-  - timm:efficientnet_b0.ra_in1k
-  - timm:resnet50@none      # the same architecture from random initialisation
-freeze_depth: {low: 0.0, high: 1.0}
-lr: {low: 1.0e-5, high: 3.0e-3, log: true}
-l2sp: [0.0, 0.01, 0.1]
-head: [linear, mlp]
-epochs: 10
-batch_size: [64, 128]
-```
-
-Every key takes one of three forms:
-
-- a scalar (`epochs: 10`) is fixed: used as is, never an Optuna parameter;
-- a list (`batch_size: [64, 128]`) is a categorical choice;
-- a range `{low, high, log, step}` is a number from `low` to `high`, both included.
-  `log: true` samples on a log scale and needs `low > 0`; `step: 0.25` samples a grid
-  (`high - low` must be a multiple of it; not together with `log`). Keys that hold whole
-  numbers (`epochs`, `batch_size`, `image_size`) take integer ranges; every other key's
-  range is a float range. `1e-4` and `1.0e-4` both read as numbers.
-
-| Key | Values | Default when omitted |
-|---|---|---|
-| `source` | `PLUGIN:MODEL[@WEIGHTS]`; `@none` = random init, `@FILE` = local weights | required |
-| `freeze_depth` | fraction of the backbone's layer groups frozen, from the input side, 0 to 1 | `0.0` |
-| `lr` | AdamW learning rate, > 0 | `{low: 1.0e-5, high: 1.0e-2, log: true}` |
-| `weight_decay` | AdamW weight decay, >= 0 | `0.05` |
-| `l2sp` | pull toward the pretrained weights (L2-SP), >= 0; `0` turns it off | `0.0` |
-| `head` | the classification head, see below | `linear` |
-| `epochs` | whole number >= 1 | `10` |
-| `batch_size` | whole number >= 1 | `64` |
-| `image_size` | side of the square training images, >= 16; `null` = the source's own size | `null` |
-| `label_smoothing` | from 0 up to (not including) 1 | `0.1` |
-| `augment` | `true` or `false`; `[true, false]` searches it | `true` |
-| `warmup_epochs` | epochs of linear learning-rate warm-up, >= 0 | `1.0` |
-| `extra` | settings for plugins, see below | `{}` |
-
-An unknown key, a wrong type, an empty list, `low` above `high`, a log range with
-`low <= 0`, a duplicated key or a YAML syntax error stops the search before any training,
-with a message naming the key (or the line) and the problem.
-
-**Heads.** `head: mlp` uses one head and searches the parameter space its plugin
-registered; `head: [linear, mlp]` chooses between heads, each with its registered space
-(`automl-transfer plugins` lists heads). A mapping chooses between its keys, and the
-parameters it names replace the registered space of those parameters only:
-
-```yaml
-head:
-  linear: {}
-  mlp: {hidden: [256, 512], dropout: {low: 0.0, high: 0.3}}
-```
-
-Naming a parameter the head does not take is an error. Head parameters are Optuna
-parameters named `head.<head>.<parameter>` (`head.mlp.dropout`), sampled only in trials
-that choose that head; `head` itself is an Optuna parameter only when there is more than
-one head. The built-in `linear` head has no parameters; `mlp` is
-Linear -> GELU -> Dropout -> Linear with `hidden: [256, 512]` and `dropout: {low: 0.0, high: 0.5}`.
-
-**Weight files.** The weights part of a source is a file when it ends in `.safetensors`,
-`.pt` or `.pth` or contains a path separator; otherwise it is a pretrained tag (or `none`).
-A relative path is read relative to the folder of the YAML file that names it, or to the
-working directory for a preset; `~` is expanded.
-
-**Plugin settings.** Each entry under `extra` takes the same three forms, is an Optuna
-parameter named `extra.<name>` when searched, and reaches the trial in `params["extra"]`;
-its meaning is up to the plugin that reads it, so only its form is checked.
-
-**What a trial receives.** `SearchSpace.suggest(trial)` returns one flat dict holding
-every key above with defaults filled in, except that `head` is the chosen head's name and
-`head_params` holds its parameters: `{"source": "timm:resnet50.a1_in1k", "lr": 0.0004,
-"head": "mlp", "head_params": {"hidden": 512, "dropout": 0.2}, "image_size": None, ...}`.
+The format (keys, the three forms of a value, heads, weight files, plugin settings, start
+points) is described in the README's "Search-space format" section, which is the reference
+for users; :class:`Parser` enforces it and says, for the first fault it meets, which key is
+wrong and why.
 """
 
 from __future__ import annotations
@@ -87,13 +13,14 @@ import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any, Mapping
 
-import optuna
-
+from automl_transfer.data.batches import AUGMENTATIONS
 from automl_transfer.errors import PluginError, SearchSpaceError, UnknownComponentError
 from automl_transfer.model.sources import SOURCE_FORMAT, SourceSpec
 from automl_transfer.registry import get_component
+from automl_transfer.space.nodes import Choice, Fixed, Node, Range
+from automl_transfer.space.start_points import DEFAULT_START_POINTS
 
 _RANGE_KEYS = ("low", "high", "log", "step")
 
@@ -135,71 +62,30 @@ _KEYS: dict[str, _Key] = {
     "lr": _Key("float", {"low": 1.0e-5, "high": 1.0e-2, "log": True}, _Bounds(0.0, low_excluded=True)),
     "weight_decay": _Key("float", 0.05, _Bounds(0.0)),
     "l2sp": _Key("float", 0.0, _Bounds(0.0)),
+    "l1": _Key("float", 0.0, _Bounds(0.0)),
     "head": _Key("head", "linear"),
     "epochs": _Key("int", 10, _Bounds(1)),
     "batch_size": _Key("int", 64, _Bounds(1)),
-    "image_size": _Key("int", None, _Bounds(16), nullable=True),
+    "image_size": _Key("int", None, _Bounds(16, 2048), nullable=True),
     "label_smoothing": _Key("float", 0.1, _Bounds(0.0, 1.0, high_excluded=True)),
-    "augment": _Key("bool", True),
+    "augment": _Key("augment", "light"),
     "warmup_epochs": _Key("float", 1.0, _Bounds(0.0)),
+    "min_steps": _Key("int", 100, _Bounds(0)),
+    "patience": _Key("int", 5, _Bounds(0)),
     "extra": _Key("extra", {}),
+    "start": _Key("start", DEFAULT_START_POINTS),
 }
+#: The keys a start point may set: every key that can be searched, ``head`` by name.
+START_KEYS = tuple(key for key, spec in _KEYS.items() if spec.kind not in ("extra", "start"))
 
 _EXPECTED = {
     "float": "a number",
     "int": "a whole number",
     "bool": "true or false",
+    "augment": f"an augmentation strength ({', '.join(AUGMENTATIONS)})",
     "source": "a source text PLUGIN:MODEL[@WEIGHTS]",
     "any": "a number, text, true/false or null",
 }
-
-
-@dataclass(frozen=True)
-class Fixed:
-    """A value used as is; never an Optuna parameter."""
-
-    value: Any
-
-    def suggest(self, trial: optuna.trial.BaseTrial, name: str) -> Any:
-        return self.value
-
-    def to_json(self) -> Any:
-        return self.value
-
-
-@dataclass(frozen=True)
-class Choice:
-    """A categorical Optuna parameter."""
-
-    choices: tuple
-
-    def suggest(self, trial: optuna.trial.BaseTrial, name: str) -> Any:
-        return trial.suggest_categorical(name, list(self.choices))
-
-    def to_json(self) -> list:
-        return list(self.choices)
-
-
-@dataclass(frozen=True)
-class Range:
-    """An integer or float Optuna parameter between ``low`` and ``high``."""
-
-    low: Union[int, float]
-    high: Union[int, float]
-    log: bool
-    step: Union[int, float, None]
-    integer: bool
-
-    def suggest(self, trial: optuna.trial.BaseTrial, name: str) -> Union[int, float]:
-        if self.integer:
-            return trial.suggest_int(name, self.low, self.high, step=self.step or 1, log=self.log)
-        return trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"low": self.low, "high": self.high, "log": self.log, "step": self.step}
-
-
-Node = Union[Fixed, Choice, Range]
 
 
 def close_match(word: Any, options: list[str]) -> str:
@@ -242,6 +128,8 @@ class Parser:
                 nodes[key] = self.heads(key, value)
             elif spec.kind == "extra":
                 nodes[key] = self.parameters(key, value)
+            elif spec.kind == "start":
+                nodes[key] = self.start_points(key, value, nodes)
             else:
                 nodes[key] = self.value(key, value, spec.kind, spec.bounds, spec.nullable)
         return nodes
@@ -267,7 +155,7 @@ class Parser:
                 seen.add((type(choice), choice))
             return Choice(tuple(choices))
         if isinstance(raw, Mapping):
-            if kind in ("bool", "source"):
+            if kind in ("bool", "source", "augment"):
                 raise self.fail(path, f"cannot be a range; give {_EXPECTED[kind]} or a list of them")
             return self.range(path, raw, kind, bounds, integer)
         return Fixed(self.scalar(path, raw, kind, bounds, nullable))
@@ -278,6 +166,12 @@ class Parser:
             return None
         if kind == "source":
             return self.source(path, raw)
+        if kind == "augment":
+            if isinstance(raw, bool):  # the 0.1 form: true was the strong crop-and-flip recipe
+                return "strong" if raw else "none"
+            if raw not in AUGMENTATIONS:
+                raise self.fail(path, f"expected {_EXPECTED['augment']}, got {_type_name(raw)}{close_match(raw, list(AUGMENTATIONS))}")
+            return raw
         if kind == "bool":
             if not isinstance(raw, bool):
                 raise self.fail(path, f"expected true or false, got {_type_name(raw)}")
@@ -395,6 +289,34 @@ class Parser:
             else:
                 merged[param] = node
         return merged
+
+    def start_points(self, path: str, raw: Any, nodes: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+        """Parse ``start``: a list of mappings of key to one value (a recipe to try first).
+
+        :param nodes: the space's other keys, parsed (a start point's head must be one of them).
+        """
+        if raw is None:
+            return ()
+        if not isinstance(raw, (list, tuple)):
+            raise self.fail(path, f"expected a list of mappings (key: value), got {_type_name(raw)}")
+        points = []
+        for index, point in enumerate(raw):
+            where = f"{path}[{index}]"
+            if not isinstance(point, Mapping):
+                raise self.fail(where, f"expected a mapping of keys to values, got {_type_name(point)}")
+            checked = {}
+            for key, value in point.items():
+                if key not in START_KEYS:
+                    raise self.fail(f"{where}.{key}", f"a start point sets one of {', '.join(START_KEYS)}")
+                spec = _KEYS[key]
+                if spec.kind == "head":
+                    if value not in nodes["head"]:
+                        raise self.fail(f"{where}.head", f"{value!r} is not a head of this space ({', '.join(nodes['head'])})")
+                    checked[key] = value
+                else:
+                    checked[key] = self.scalar(f"{where}.{key}", value, spec.kind, spec.bounds, spec.nullable)
+            points.append(checked)
+        return tuple(points)
 
     def parameters(self, path: str, raw: Any) -> dict[str, Node]:
         """Parse a mapping of parameter name to value (``extra``, a head's registered space)."""

@@ -9,14 +9,20 @@ from typing import Any, Mapping
 
 import optuna
 
-from automl_transfer.space.parser import Choice, Parser
+from automl_transfer.contract.components import NO_WEIGHTS
+from automl_transfer.model.sources import SourceSpec
+from automl_transfer.space.nodes import Choice, Fixed
+from automl_transfer.space.parser import Parser
+
+#: The keys whose nodes map Optuna parameters of the same name (head and extra are nested).
+_PLAIN_SKIPPED = ("head", "extra", "start")
 
 
 class SearchSpace:
     """A validated search space: samples concrete trial parameters and records its identity.
 
-    Build one with :func:`load_space` or :meth:`SearchSpace.from_dict`; the format is described
-    in this module's docstring.
+    Build one with :func:`~automl_transfer.space.load_space` or :meth:`SearchSpace.from_dict`;
+    the format is the README's "Search-space format".
 
     :ivar origin: where the space came from (``preset 'small'``, a file path), for messages.
     """
@@ -47,17 +53,22 @@ class SearchSpace:
         node = self._nodes["source"]
         return list(node.choices) if isinstance(node, Choice) else [node.value]
 
+    @property
+    def start_points(self) -> tuple[dict[str, Any], ...]:
+        """The recipes tried first (see :mod:`automl_transfer.space.start_points`)."""
+        return self._nodes["start"]
+
     def suggest(self, trial: optuna.trial.BaseTrial) -> dict[str, Any]:
         """Sample one trial's concrete parameters.
 
         Only ``trial.suggest_*`` is called, so any sampler and ``optuna.trial.FixedTrial`` work.
-        Fixed values are returned without being suggested.
+        Fixed values are returned without being suggested. A source with random weights
+        (``@none``) trains every layer: its ``freeze_depth`` is 0 and not sampled.
 
         :param trial: an Optuna trial.
-        :returns: a JSON-ready dict with ``source``, ``freeze_depth``, ``lr``, ``weight_decay``,
-            ``l2sp``, ``head``, ``head_params``, ``epochs``, ``batch_size``, ``image_size``
-            (``None`` for the source's own size), ``label_smoothing``, ``augment``,
-            ``warmup_epochs`` and ``extra``.
+        :returns: a JSON-ready dict with every key of the format but ``start``: ``head`` is the
+            chosen head's name, ``head_params`` its parameters, ``extra`` the plugin settings,
+            ``image_size`` ``None`` for the source's own size.
         """
         params: dict[str, Any] = {}
         for key, node in self._nodes.items():
@@ -70,9 +81,35 @@ class SearchSpace:
                 }
             elif key == "extra":
                 params["extra"] = {name: sub.suggest(trial, f"extra.{name}") for name, sub in node.items()}
-            else:
+            elif key == "freeze_depth" and _random_weights(params["source"]):
+                params[key] = 0.0
+            elif key != "start":
                 params[key] = node.suggest(trial, key)
         return params
+
+    def start_trials(self, sources: list[str] | None = None) -> list[dict[str, Any]]:
+        """Return the Optuna parameters of the start points' trials, in the order to run them.
+
+        Recipe after recipe, and within a recipe source after source in ``sources``' order
+        (default: the space's). Every searched parameter gets a value: the recipe's, moved
+        to the nearest value the space allows, or the middle of its range (its first choice).
+        A recipe pinned to a source (``source: ...``) runs for that source only; one that
+        freezes layers does not run for a source with random weights; duplicates are dropped.
+
+        :param sources: the space's sources in the order their start trials should run.
+        :returns: one ``{parameter name: value}`` per start trial, ready for ``enqueue_trial``.
+        """
+        trials: list[dict[str, Any]] = []
+        for recipe in self.start_points:
+            for source in sources or self.sources:
+                if recipe.get("source", source) != source:
+                    continue
+                if _random_weights(source) and recipe.get("freeze_depth", 0.0) > 0:
+                    continue
+                params = self._start_params(recipe, source)
+                if params not in trials:
+                    trials.append(params)
+        return trials
 
     def to_dict(self) -> dict[str, Any]:
         """Return the normalised space: every key, defaults filled in, heads merged with their
@@ -88,6 +125,8 @@ class SearchSpace:
                 }
             elif key == "extra":
                 normalised[key] = {name: sub.to_json() for name, sub in node.items()}
+            elif key == "start":
+                normalised[key] = [dict(recipe) for recipe in node]
             else:
                 normalised[key] = node.to_json()
         return normalised
@@ -99,3 +138,32 @@ class SearchSpace:
 
     def __repr__(self) -> str:
         return f"SearchSpace({self.origin}, fingerprint={self.fingerprint()})"
+
+    def _start_params(self, recipe: Mapping[str, Any], source: str) -> dict[str, Any]:
+        """The Optuna parameters of one start trial: ``recipe`` for ``source``, the rest defaulted."""
+        params: dict[str, Any] = {}
+        for key, node in self._nodes.items():
+            if key in _PLAIN_SKIPPED or isinstance(node, Fixed):
+                continue
+            if key == "freeze_depth" and _random_weights(source):
+                continue
+            if key == "source":
+                params[key] = source
+            else:
+                params[key] = node.nearest(recipe[key]) if key in recipe else node.default()
+        heads = self._nodes["head"]
+        head = recipe.get("head", next(iter(heads)))
+        if len(heads) > 1:
+            params["head"] = head
+        for name, sub in heads[head].items():
+            if not isinstance(sub, Fixed):
+                params[f"head.{head}.{name}"] = sub.default()
+        for name, sub in self._nodes["extra"].items():
+            if not isinstance(sub, Fixed):
+                params[f"extra.{name}"] = sub.default()
+        return params
+
+
+def _random_weights(source: str) -> bool:
+    """Whether ``source`` starts from random weights (``@none``)."""
+    return SourceSpec.parse(source).weights == NO_WEIGHTS

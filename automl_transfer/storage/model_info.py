@@ -37,6 +37,11 @@ class BestModelInfo:
     :param metrics: every final validation metric of the trial (``accuracy``, ``macro_f1`` ...).
     :param batch_size: the batch size the model really trained with (smaller than
         ``params["batch_size"]`` after an out-of-memory halving); ``None`` in older files.
+    :param best_epoch: the epoch of the trial whose weights the model holds (the best by
+        validation); ``None`` in older files.
+    :param refit: ``None`` for the model the trial selected, or how it was trained again on
+        every labelled image after the search: ``{"epochs", "train_images", "seed"}``
+        (``value`` and ``metrics`` stay the validation scores that selected it).
     :param created: when the model was saved, ISO 8601 in UTC (filled in when left out).
     :param format_version: the ``model.json`` layout version, :data:`FORMAT_VERSION`.
     """
@@ -56,6 +61,8 @@ class BestModelInfo:
     dataset: str
     metrics: dict[str, float] = field(default_factory=dict)
     batch_size: int | None = None
+    best_epoch: int | None = None
+    refit: dict[str, Any] | None = None
     created: str = field(default_factory=_now)
     format_version: int = FORMAT_VERSION
 

@@ -26,6 +26,7 @@ class TrialParams:
     :param lr: the peak AdamW learning rate.
     :param weight_decay: AdamW's decoupled weight decay.
     :param l2sp: the L2-SP strength toward the starting weights (0: off).
+    :param l1: the L1 strength on the trainable weights (0: off).
     :param head: the registered head's name.
     :param head_params: keyword arguments of the head's builder.
     :param epochs: passes over the training split.
@@ -33,8 +34,11 @@ class TrialParams:
     :param image_size: the side of the square training images, in pixels.
     :param interpolation: how images are resized (``bilinear``, ``bicubic`` ...).
     :param label_smoothing: label smoothing of the training loss.
-    :param augment: random crops and flips while training.
+    :param augment: how strongly images are cropped and flipped: ``none``, ``light`` or ``strong``.
     :param warmup_epochs: epochs of linear learning-rate warm-up.
+    :param min_steps: the fewest optimiser steps the fit takes (small datasets make several
+        passes per epoch).
+    :param patience: epochs without improvement after which the trial stops (0: never).
     :param extra: plugin settings, by name.
     """
 
@@ -50,8 +54,11 @@ class TrialParams:
     image_size: int
     interpolation: str
     label_smoothing: float
-    augment: bool
+    augment: str
     warmup_epochs: float
+    l1: float = 0.0
+    min_steps: int = 0
+    patience: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -78,7 +85,10 @@ class TrialParams:
         missing = [name for name, spec in _FIELDS.items() if name not in content and _required(spec)]
         if missing:
             raise KeyError(f"trial parameters lack {', '.join(missing)}")
-        return cls(**{name: content[name] for name in _FIELDS if name in content})
+        values = {name: content[name] for name in _FIELDS if name in content}
+        if isinstance(values["augment"], bool):  # recorded by 0.1, where true meant the strong recipe
+            values["augment"] = "strong" if values["augment"] else "none"
+        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the parameters as a JSON-ready dict (the study's ``params`` user attr)."""

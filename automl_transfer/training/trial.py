@@ -29,8 +29,9 @@ class TrainedModel:
     :param model: the fine-tuned network, on the training device, in eval mode.
     :param backbone: the backbone description it was built from.
     :param params: the parameters it was trained with.
-    :param metrics: the final epoch's validation metrics.
+    :param metrics: the validation metrics of its best epoch, whose weights it holds.
     :param batch_size: the batch size it really trained with (halved after out-of-memory).
+    :param best_epoch: the epoch whose weights it holds, counting from 1.
     """
 
     model: TransferModel
@@ -38,6 +39,7 @@ class TrainedModel:
     params: TrialParams
     metrics: dict[str, float]
     batch_size: int
+    best_epoch: int
 
 
 def run_trial(
@@ -47,6 +49,7 @@ def run_trial(
     on_epoch: Callable[[int, dict[str, float]], None],
     compile_model: bool = False,
     seed: int = 0,
+    monitor: str = "accuracy",
 ) -> TrainedModel:
     """Fine-tune the model ``params`` describes and return it.
 
@@ -58,7 +61,9 @@ def run_trial(
         ``optuna.TrialPruned`` to stop the trial.
     :param compile_model: wrap the model in ``torch.compile`` on CUDA.
     :param seed: seeds random initialisation (backbone for ``@none``, head), shuffling and augmentation.
-    :returns: the trained model and its final metrics.
+    :param monitor: the validation metric that picks the best epoch (``accuracy``,
+        ``macro_f1`` or ``val_loss``).
+    :returns: the trained model with its best epoch's weights and metrics.
     :raises automl_transfer.training.fit.NonFiniteLossError: the loss became NaN or infinite.
     :raises automl_transfer.training.fit.OutOfMemoryTrialError: even the smallest batch did not fit.
     """
@@ -77,11 +82,20 @@ def run_trial(
         label_smoothing=params.label_smoothing,
         augment=params.augment,
         warmup_epochs=params.warmup_epochs,
+        l1=params.l1,
+        min_steps=params.min_steps,
+        patience=params.patience,
+        monitor=monitor,
         device=device,
         compile=compile_model,
         seed=seed,
     )
     result = fit_with_oom_retry(model, frozen, data, settings, on_epoch)
     return TrainedModel(
-        model=result.model, backbone=backbone, params=params, metrics=result.metrics, batch_size=result.batch_size
+        model=result.model,
+        backbone=backbone,
+        params=params,
+        metrics=result.metrics,
+        batch_size=result.batch_size,
+        best_epoch=result.best_epoch,
     )

@@ -1,0 +1,85 @@
+"""After the search: the winning configuration trained again on every labelled image.
+
+A trial trains on the training split and is judged on the validation split, which it never
+learns from. Once the search has picked its winner by validation score, :func:`refit_best`
+trains that configuration once more, from the same seed, on training and validation images
+together, for the epochs its trial found best, and makes the result ``best/`` (atomically, as
+every save). ``model.json`` and ``summary.json`` then carry ``refit``: how it was retrained;
+``value`` and ``metrics`` stay the validation scores that selected the configuration.
+
+A refit that crashes leaves the selected model in ``best/``; the next run of the same search
+command refits it again. A refit is skipped while another process still runs trials (its
+result could still change the winner).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import torch
+
+from automl_transfer.data.prepare import LabelledTensors, PreparedData
+from automl_transfer.registry import call_observers
+from automl_transfer.search.counting import trial_counts
+from automl_transfer.search.recovery import SEED_TRIAL
+from automl_transfer.search.summary import best_trial
+from automl_transfer.search.trials import TrialRunner
+from automl_transfer.storage.checkpoint import read_best_info, save_best
+from automl_transfer.training.params import TrialParams
+from automl_transfer.training.trial import run_trial
+
+
+def refit_best(runner: TrialRunner, study: optuna.Study, base_seed: int) -> dict[str, Any] | None:
+    """Train the best trial's configuration on train + validation and save it as ``best/``.
+
+    :param runner: the search's trial runner (data, device, run dir, metric).
+    :param study: the finished study.
+    :param base_seed: the search's seed; the refit uses the best trial's own seed.
+    :returns: the ``refit`` record written to ``model.json``, or ``None`` when nothing was
+        refit: no complete trial, trials still running elsewhere, or ``best/`` already holds
+        the refit of the best trial.
+    """
+    context = runner.context
+    best = best_trial(study, context.run_dir)
+    if best is None or trial_counts(study)["n_running"] > 0:
+        return None
+    saved = read_best_info(context.run_dir)
+    if saved is None or saved.get("trial") != best.number:
+        return None  # best/ is the only copy of a winner's weights; never refit a stranger
+    if saved.get("refit"):
+        return saved["refit"]
+    params = TrialParams.from_dict(best.user_attrs["params"])
+    epochs = int(best.user_attrs.get("best_epoch") or params.epochs)
+    seed = base_seed + best.user_attrs.get(SEED_TRIAL, best.number)
+    everything = all_labelled(context.prepare(params.image_size, params.interpolation))
+    phase = f"refit of trial {best.number} on train + validation ({len(everything.train)} images)"
+    call_observers("search_phase", phase=phase, done=0, total=epochs)
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        call_observers("search_phase", phase=phase, done=epoch, total=epochs)
+
+    trained = run_trial(
+        params.replace(epochs=epochs, patience=0),
+        lambda size, interpolation: everything,
+        context.device,
+        on_epoch,
+        compile_model=context.compile_model,
+        seed=seed,
+        monitor=context.metric_key,
+    )
+    record = {"trial": best.number, "epochs": epochs, "train_images": len(everything.train), "seed": seed}
+    info = runner.model_info(best.number, trained, float(best.value))
+    # What selected the configuration stays recorded: its parameters and validation scores.
+    info.params, info.metrics, info.best_epoch = best.user_attrs["params"], dict(saved.get("metrics", {})), saved.get("best_epoch")
+    info.refit = record
+    save_best(context.run_dir, trained.model, info)
+    return record
+
+
+def all_labelled(data: PreparedData) -> PreparedData:
+    """Return ``data`` with its validation images moved into the training split (no validation left)."""
+    train = LabelledTensors(
+        images=torch.cat([data.train.images, data.val.images]), labels=torch.cat([data.train.labels, data.val.labels])
+    )
+    return PreparedData(data.class_names, train, None, data.test, data.n_skipped, data.fingerprint)
