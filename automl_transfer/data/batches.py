@@ -17,6 +17,7 @@ flips, the usual ImageNet fine-tuning recipe).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -64,7 +65,7 @@ class DeviceSplit:
         self.device = device
         self.size = len(tensors.labels)
         if resident is None:
-            resident = device.type != "cuda" or _fits_on_gpu(tensors.images, device)
+            resident = device.type != "cuda" or fits_in_memory(tensors.images.numel() * tensors.images.element_size(), device)
         self.resident = resident
         if resident and device.type == "cuda":
             self.images = tensors.images.pin_memory().to(device, non_blocking=True)
@@ -107,6 +108,9 @@ def to_model_input(
 ) -> torch.Tensor:
     """Turn a uint8 batch into the float ``[0, 1]`` input a :class:`TransferModel` takes.
 
+    A batch that is not uint8 is the cached output of a model's frozen front
+    (:mod:`automl_transfer.training.frozen_prefix`): it is returned as it is.
+
     :param images: uint8 ``(B, 3, S, S)`` on the device.
     :param channels_last: return the batch in channels-last memory format.
     :param augmentation: the random crops and flips to apply (see :func:`augment`), drawn
@@ -114,6 +118,8 @@ def to_model_input(
     :returns: float32 ``(B, 3, S, S)`` with values in ``[0, 1]``.
     :raises ValueError: an augmentation without a generator.
     """
+    if images.dtype != torch.uint8:
+        return images
     batch = images.float().div_(255)
     if augmentation is not None:
         if generator is None:
@@ -161,10 +167,20 @@ def augment(
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def _fits_on_gpu(images: torch.Tensor, device: torch.device) -> bool:
-    """Say whether ``images`` take at most :data:`RESIDENT_SHARE` of ``device``'s free memory."""
-    free, _ = torch.cuda.mem_get_info(device)
-    return images.numel() * images.element_size() <= RESIDENT_SHARE * free
+def fits_in_memory(nbytes: int, device: torch.device) -> bool:
+    """Say whether ``nbytes`` take at most :data:`RESIDENT_SHARE` of ``device``'s free memory.
+
+    On the CPU the free memory is what the system reports available (all of it is assumed
+    free where it reports nothing).
+    """
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+    else:
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return True
+    return nbytes <= RESIDENT_SHARE * free
 
 
 def _gather_to_device(source: torch.Tensor, rows: torch.Tensor | slice, device: torch.device) -> torch.Tensor:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from automl_transfer.contract.components import ImageDataset
-from automl_transfer.data.cache import cache_path, read_cache, write_cache
+from automl_transfer.data.cache import cache_key, cache_path, read_cache, write_cache
 from automl_transfer.data.datasets import (
     SPLITS,
     check_dataset,
@@ -54,6 +54,9 @@ class PreparedData:
     :param test: held-out test images, or ``None`` when the dataset has none.
     :param n_skipped: unreadable images left out (only with ``skip_bad_images=True``).
     :param fingerprint: :func:`dataset_fingerprint` of the dataset the tensors came from.
+    :param key: a hash of everything the tensors depend on (dataset, size, interpolation,
+        validation split): equal keys, equal tensors. Caches of what is computed from them
+        (the features of a frozen backbone) are keyed by it.
     """
 
     class_names: list[str]
@@ -62,6 +65,7 @@ class PreparedData:
     test: LabelledTensors | None
     n_skipped: int
     fingerprint: str
+    key: str = ""
 
 
 def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,7 +147,7 @@ def prepare_data(dataset: ImageDataset, image_size: int, *, interpolation: str =
         logger.info("read decoded images of %s from %s", origin, path)
         tensors = {name: LabelledTensors(*pair) if pair is not None else None for name, pair in splits.items()}
         return PreparedData(list(dataset.class_names), tensors["train"], tensors["val"], tensors["test"],
-                            info["n_skipped"], fingerprint)
+                            info["n_skipped"], fingerprint, cache_key(key))
 
     decoded = {name: decode_images(items, image_size, interpolation, skip_bad_images)
                for name, items in dataset_splits(dataset).items()}
@@ -166,4 +170,4 @@ def prepare_data(dataset: ImageDataset, image_size: int, *, interpolation: str =
         except OSError as error:
             logger.warning("cannot write the image cache %s: %s", path, error)
     return PreparedData(list(dataset.class_names), tensors["train"], tensors["val"], tensors["test"],
-                        n_skipped, fingerprint)
+                        n_skipped, fingerprint, cache_key(key))

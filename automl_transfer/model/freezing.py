@@ -9,7 +9,7 @@ Example::
 
     frozen = freeze_backbone(backbone, 0.5)   # first half of the groups
     model.train()
-    frozen.keep_frozen_in_eval(model)         # frozen batch norms keep their running stats
+    frozen.keep_frozen_in_eval(model)         # frozen layers in eval: fixed batch-norm stats, no dropout
 """
 
 from __future__ import annotations
@@ -38,22 +38,22 @@ class FrozenLayers:
     n_frozen_params: int
 
     def keep_frozen_in_eval(self, module: nn.Module) -> None:
-        """Put frozen normalisation layers back into eval mode; call it after ``module.train()``.
+        """Put frozen layers back into eval mode; call it after ``module.train()``.
 
-        A normalisation layer with running statistics (batch norm and the like) is put in
-        eval mode when it lies inside a module whose parameters are all frozen: its own
-        affine parameters, or, for a layer without parameters, the block around it. Its
-        running mean and variance then stay as the pretrained weights left them. Other
-        layers keep the mode ``module.train()`` gave them.
+        Every module whose parameters are all frozen is put in eval mode with everything
+        inside it: a frozen batch norm keeps the running mean and variance the pretrained
+        weights left, and a dropout inside a frozen block stops dropping. The frozen part of
+        the network is then a fixed, deterministic function of its input, which is what lets
+        its output be computed once and reused
+        (:mod:`automl_transfer.training.frozen_prefix`). Other layers keep the mode
+        ``module.train()`` gave them.
 
         :param module: the backbone module or any model containing it (a ``TransferModel``).
         """
         for part in module.modules():
             parameters = list(part.parameters())
             if parameters and not any(parameter.requires_grad for parameter in parameters):
-                for layer in part.modules():
-                    if _has_running_stats(layer):
-                        layer.eval()
+                part.eval()
 
 
 def freeze_backbone(backbone: Backbone, fraction: float) -> FrozenLayers:
@@ -89,8 +89,3 @@ def freeze_backbone(backbone: Backbone, fraction: float) -> FrozenLayers:
         frozen_param_names=frozen_names,
         n_frozen_params=n_frozen_params,
     )
-
-
-def _has_running_stats(layer: nn.Module) -> bool:
-    buffers = dict(layer.named_buffers(recurse=False))
-    return "running_mean" in buffers or "running_var" in buffers

@@ -14,11 +14,13 @@ plugin's), ``MODEL`` the architecture it knows, and ``WEIGHTS`` which weights to
 
 from __future__ import annotations
 
+import copy
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from automl_transfer.contract.components import NO_WEIGHTS, Backbone
+from automl_transfer.contract.components import NO_WEIGHTS, Backbone, Component
 from automl_transfer.errors import PluginError, UnknownComponentError, WeightsError
 from automl_transfer.model.weights import (
     WEIGHTS_SUFFIXES,
@@ -103,7 +105,47 @@ def build_backbone(source: str | SourceSpec) -> Backbone:
     :raises PluginError: the builder returned something other than a ``Backbone``.
     """
     spec = source if isinstance(source, SourceSpec) else SourceSpec.parse(source)
-    component = get_component("backbone", spec.plugin)
+    return _build(spec, get_component("backbone", spec.plugin))
+
+
+class BackboneCache:
+    """Backbones with fixed weights built once, handed out as copies: one search's sources.
+
+    A search checks every source before its first trial and then builds one for every trial;
+    with this cache each pretrained or file-weighted source is built (and its weights read)
+    once, and every trial gets its own copy. Random weights (``@none``) are drawn anew at
+    every call, from the caller's seed. A rewritten weights file is read again.
+
+    :param size: how many built backbones to keep, the most recently used.
+    """
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self._kept: OrderedDict[tuple, Backbone] = OrderedDict()
+
+    def build(self, source: str | SourceSpec) -> Backbone:
+        """Return a backbone for ``source``, as :func:`build_backbone` does (the caller's own copy).
+
+        :raises AutoMLTransferError: as :func:`build_backbone`.
+        """
+        spec = source if isinstance(source, SourceSpec) else SourceSpec.parse(source)
+        if spec.weights == NO_WEIGHTS:
+            return build_backbone(spec)
+        weights_file = spec.weights_file
+        stamp = None
+        if weights_file is not None and weights_file.is_file():
+            stamp = (weights_file.stat().st_size, weights_file.stat().st_mtime_ns)
+        key = (str(spec), stamp)
+        if key not in self._kept:
+            self._kept[key] = build_backbone(spec)
+            while len(self._kept) > self.size:
+                self._kept.popitem(last=False)
+        self._kept.move_to_end(key)
+        return copy.deepcopy(self._kept[key])
+
+
+def _build(spec: SourceSpec, component: Component) -> Backbone:
+    """Have the plugin build ``spec``'s backbone and load a local weights file into it."""
     weights_file = spec.weights_file
     if weights_file is None:
         backbone = component.build(spec.model, spec.weights)
@@ -124,4 +166,3 @@ def build_backbone(source: str | SourceSpec) -> Backbone:
     if weights_file is not None:
         apply_backbone_weights(backbone.module, state, origin=f"weights file {weights_file}")
     return backbone
-

@@ -67,6 +67,7 @@ def refit_best(runner: TrialRunner, study: optuna.Study, base_seed: int) -> dict
         compile_model=context.compile_model,
         seed=seed,
         monitor=context.metric_key,
+        build=context.build_backbone,
     )
     record = {"trial": best.number, "epochs": epochs, "train_images": len(everything.train), "seed": seed}
     info = runner.model_info(best.number, trained, float(best.value))

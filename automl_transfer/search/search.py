@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from functools import lru_cache
 from typing import Any, Mapping
 
 import optuna
@@ -31,7 +30,7 @@ from automl_transfer.contract.components import ImageDataset
 from automl_transfer.data.datasets import dataset_fingerprint, read_dataset
 from automl_transfer.data.prepare import PreparedData, prepare_data
 from automl_transfer.errors import DatasetError, RunDirError
-from automl_transfer.model.sources import SourceSpec, build_backbone
+from automl_transfer.model.sources import BackboneCache
 from automl_transfer.registry import call_observers, load_plugins
 from automl_transfer.search.claims import claim_lock, claim_trial, open_trials
 from automl_transfer.search.config import (
@@ -92,6 +91,7 @@ class TransferSearch:
         self._prepared: dict[tuple[int, str], PreparedData] = {}
         self.storage: optuna.storages.BaseStorage | None = None
         self.runner: TrialRunner | None = None
+        self.backbones = BackboneCache()
 
     def run(self) -> dict[str, Any]:
         """Run trials until the study holds ``trials`` counted ones or the timeout passes.
@@ -271,7 +271,7 @@ class TransferSearch:
         self.dataset = read_dataset(self.config.dataset)
         self.devices = self.worker_devices()
         self.device = resolve_device(self.devices[0] if self.config.devices else self.config.device)
-        return self.space, self.dataset, check_sources(self.space.sources)
+        return self.space, self.dataset, check_sources(self.space.sources, self.backbones)
 
     def _make_runner(self, source_configs: dict[str, dict[str, Any]]) -> None:
         """Build the trial runner once the run dir and the storage are known."""
@@ -287,6 +287,7 @@ class TransferSearch:
             direction=self.direction,
             seed=self.config.seed,
             compile_model=self.config.compile,
+            build_backbone=self.backbones.build,
         )
         self.runner = TrialRunner(context, self.storage)
 
@@ -350,15 +351,11 @@ class TransferSearch:
         return study
 
 
-def check_sources(sources: list[str]) -> dict[str, dict[str, Any]]:
+def check_sources(sources: list[str], backbones: BackboneCache) -> dict[str, dict[str, Any]]:
     """Build every source once, so a bad name or unreachable weights fail before any training.
 
+    :param backbones: keeps what is built for the trials.
     :returns: each source's data config (input size, mean, std, interpolation).
     :raises AutoMLTransferError: a source that cannot be parsed, found or loaded.
     """
-    return {source: _source_data_config(source) for source in dict.fromkeys(sources)}
-
-
-@lru_cache(maxsize=None)
-def _source_data_config(source: str) -> dict[str, Any]:
-    return build_backbone(SourceSpec.parse(source)).data_config
+    return {source: backbones.build(source).data_config for source in dict.fromkeys(sources)}

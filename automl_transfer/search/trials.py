@@ -20,8 +20,9 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+from automl_transfer.contract.components import Backbone
 from automl_transfer.data.prepare import PreparedData
-from automl_transfer.model.sources import SourceSpec
+from automl_transfer.model.sources import SourceSpec, build_backbone
 from automl_transfer.registry import call_observers
 from automl_transfer.search.claims import claim_lock
 from automl_transfer.search.recovery import INTERRUPTED, SEED_TRIAL, settle_lost_trial
@@ -29,6 +30,7 @@ from automl_transfer.search.summary import write_summary
 from automl_transfer.space import SearchSpace
 from automl_transfer.storage.checkpoint import save_best_if_better
 from automl_transfer.storage.model_info import BestModelInfo
+from automl_transfer.storage.run_dir import CACHE_NAME
 from automl_transfer.training.devices import release_memory
 from automl_transfer.training.failures import NonFiniteLossError, TrialFailed
 from automl_transfer.training.params import TrialParams
@@ -50,6 +52,7 @@ class TrialContext:
     :param direction: ``maximize`` or ``minimize``.
     :param seed: the base seed; a trial trains with ``seed + its number``.
     :param compile_model: ``torch.compile`` on CUDA.
+    :param build_backbone: builds a source's backbone (a search's cache of them).
     """
 
     space: SearchSpace
@@ -63,6 +66,7 @@ class TrialContext:
     direction: str
     seed: int
     compile_model: bool
+    build_backbone: Callable[[str], Backbone] = build_backbone
 
 
 class TrialRunner:
@@ -96,6 +100,8 @@ class TrialRunner:
                     compile_model=context.compile_model,
                     seed=context.seed + trial.user_attrs.get(SEED_TRIAL, trial.number),
                     monitor=context.metric_key,
+                    cache_dir=context.run_dir / CACHE_NAME,
+                    build=context.build_backbone,
                 )
                 value = trained.metrics[context.metric_key]
                 if not math.isfinite(value):
@@ -110,6 +116,7 @@ class TrialRunner:
             else:
                 trial.set_user_attr("batch_size_used", trained.batch_size)
                 trial.set_user_attr("best_epoch", trained.best_epoch)
+                trial.set_user_attr("frozen_reuse", trained.frozen_reuse)
                 info = self.model_info(trial.number, trained, value)
                 save_best_if_better(context.run_dir, trained.model, info, value, context.direction)
                 self._finish(study, trial, TrialState.COMPLETE, value=value)

@@ -63,7 +63,10 @@ class SearchSpace:
 
         Only ``trial.suggest_*`` is called, so any sampler and ``optuna.trial.FixedTrial`` work.
         Fixed values are returned without being suggested. A source with random weights
-        (``@none``) trains every layer: its ``freeze_depth`` is 0 and not sampled.
+        (``@none``) trains every layer: its ``freeze_depth`` is 0 and not sampled. A trial that
+        freezes the whole backbone (``freeze_depth`` 1) is feature extraction: it does not
+        augment (``augment`` is ``none`` and not sampled), so the backbone's features are
+        computed once and cached.
 
         :param trial: an Optuna trial.
         :returns: a JSON-ready dict with every key of the format but ``start``: ``head`` is the
@@ -83,6 +86,8 @@ class SearchSpace:
                 params["extra"] = {name: sub.suggest(trial, f"extra.{name}") for name, sub in node.items()}
             elif key == "freeze_depth" and _random_weights(params["source"]):
                 params[key] = 0.0
+            elif key == "augment" and params["freeze_depth"] >= 1.0:
+                params[key] = "none"  # feature extraction: the backbone's features are computed once
             elif key != "start":
                 params[key] = node.suggest(trial, key)
         return params
@@ -147,6 +152,8 @@ class SearchSpace:
                 continue
             if key == "freeze_depth" and _random_weights(source):
                 continue
+            if key == "augment" and self._start_freeze(params, source) >= 1.0:
+                continue
             if key == "source":
                 params[key] = source
             else:
@@ -162,6 +169,13 @@ class SearchSpace:
             if not isinstance(sub, Fixed):
                 params[f"extra.{name}"] = sub.default()
         return params
+
+
+    def _start_freeze(self, params: dict[str, Any], source: str) -> float:
+        """The freeze depth a start trial of ``source`` trains with, given its parameters so far."""
+        if _random_weights(source):
+            return 0.0
+        return params.get("freeze_depth", self._nodes["freeze_depth"].default())
 
 
 def _random_weights(source: str) -> bool:

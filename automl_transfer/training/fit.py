@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from automl_transfer.data.cache import FeatureStore
 from automl_transfer.data.prepare import PreparedData
 from automl_transfer.model.freezing import FrozenLayers
 from automl_transfer.model.network import TransferModel
@@ -42,6 +43,8 @@ class FitResult:
     :param history: every epoch's metrics, in order.
     :param batch_size: the batch size the model was trained with.
     :param best_epoch: the epoch whose weights the model holds, counting from 1.
+    :param frozen_reuse: how the frozen layers' output was reused, or why it was not
+        (:attr:`Trainer.frozen_reuse <automl_transfer.training.trainer.Trainer.frozen_reuse>`).
     """
 
     model: TransferModel
@@ -49,6 +52,7 @@ class FitResult:
     history: list[dict[str, float]]
     batch_size: int
     best_epoch: int
+    frozen_reuse: str = ""
 
 
 def fit(
@@ -57,6 +61,7 @@ def fit(
     data: PreparedData,
     settings: TrialSettings,
     on_epoch: EpochCallback | None = None,
+    feature_store: FeatureStore | None = None,
 ) -> FitResult:
     """Fine-tune ``model`` on ``data.train``, validating on ``data.val`` after every epoch, and keep its best epoch.
 
@@ -71,6 +76,7 @@ def fit(
         without smoothing), ``accuracy``, ``macro_f1`` and ``train_images`` (the images one
         epoch trains on). Whatever it raises (``optuna.TrialPruned``) stops the fit at once
         and propagates.
+    :param feature_store: where a wholly frozen backbone's features are kept between fits.
     :returns: the trained model with its best epoch's weights (in eval mode, weights in
         contiguous format), that epoch's metrics and the history.
         When the fit raises, the model is left as the interrupted training left it.
@@ -87,13 +93,18 @@ def fit(
         for index in cuda_devices:
             with torch.cuda.device(index):
                 torch.cuda.manual_seed(settings.seed)
-        trainer = Trainer(model, frozen, data, settings)
+        trainer = Trainer(model, frozen, data, settings, feature_store)
         history = trainer.run(on_epoch)
     model.eval()
     model.to(memory_format=torch.contiguous_format)
     best = trainer.best.epoch
     return FitResult(
-        model=model, metrics=history[best - 1], history=history, batch_size=settings.batch_size, best_epoch=best
+        model=model,
+        metrics=history[best - 1],
+        history=history,
+        batch_size=settings.batch_size,
+        best_epoch=best,
+        frozen_reuse=trainer.frozen_reuse,
     )
 
 
@@ -103,6 +114,7 @@ def fit_with_oom_retry(
     data: PreparedData,
     settings: TrialSettings,
     on_epoch: EpochCallback | None = None,
+    feature_store: FeatureStore | None = None,
 ) -> FitResult:
     """Run :func:`fit`, halving the batch size each time CUDA runs out of memory.
 
@@ -118,6 +130,7 @@ def fit_with_oom_retry(
     :param data: the decoded dataset.
     :param settings: as for :func:`fit`; ``batch_size`` is the first size tried.
     :param on_epoch: as for :func:`fit`.
+    :param feature_store: as for :func:`fit`.
     :returns: the result of the first attempt that fitted; its ``batch_size`` says which.
     :raises OutOfMemoryTrialError: even ``settings.min_batch_size`` ran out of memory.
     :raises NonFiniteLossError: as for :func:`fit`.
@@ -137,7 +150,8 @@ def fit_with_oom_retry(
     while True:
         tried.append(batch_size)
         try:
-            return fit(model, frozen, data, dataclasses.replace(settings, batch_size=batch_size), report_new_epochs)
+            attempt = dataclasses.replace(settings, batch_size=batch_size)
+            return fit(model, frozen, data, attempt, report_new_epochs, feature_store)
         except torch.OutOfMemoryError:
             pass  # leave the handler first: its traceback keeps the failed attempt's tensors alive
         release_memory(settings.device)

@@ -42,6 +42,9 @@ class TrialSettings:
         weights of its best epoch.
     :param monitor: the validation metric that picks the best epoch: ``accuracy``,
         ``macro_f1`` (higher is better; ties go to the lower ``val_loss``) or ``val_loss``.
+    :param reuse_frozen: without augmentation, compute the frozen layers' output once and
+        train the rest on it (:mod:`automl_transfer.training.frozen_prefix`); ``False``
+        runs the whole network every step (same metrics up to float rounding).
     :param device: where to train.
     :param compile: wrap the model in ``torch.compile`` (on CUDA only; ignored on the CPU).
     :param min_batch_size: the smallest batch :func:`fit_with_oom_retry` tries.
@@ -61,6 +64,7 @@ class TrialSettings:
     min_steps: int = 0
     patience: int = 0
     monitor: str = "accuracy"
+    reuse_frozen: bool = True
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     compile: bool = False
     min_batch_size: int = 8

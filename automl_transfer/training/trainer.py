@@ -17,11 +17,13 @@ import torch
 from torch import nn
 
 from automl_transfer.data.batches import AUGMENTATIONS, DeviceSplit, to_model_input
-from automl_transfer.data.prepare import PreparedData
+from automl_transfer.data.cache import FeatureStore
+from automl_transfer.data.prepare import LabelledTensors, PreparedData
 from automl_transfer.model.freezing import FrozenLayers
 from automl_transfer.model.network import TransferModel
 from automl_transfer.training.evaluation import autocast, evaluate_split
 from automl_transfer.training.failures import NonFiniteLossError
+from automl_transfer.training.frozen_prefix import front_outputs, split_frozen_prefix
 from automl_transfer.training.optim import (
     build_lr_schedule,
     build_optimizer,
@@ -51,9 +53,20 @@ class Trainer:
     :param data: the decoded dataset; without a validation split (``data.val`` ``None``) no
         epoch is validated and the last one is kept (a refit on every labelled image).
     :param settings: the trial's hyperparameters and device.
+    :param feature_store: where the pooled features of a wholly frozen backbone are kept
+        between fits (``None``: computed for this fit only).
+
+    :ivar frozen_reuse: how the frozen layers' output was reused, or why it was not.
     """
 
-    def __init__(self, model: TransferModel, frozen: FrozenLayers, data: PreparedData, settings: TrialSettings):
+    def __init__(
+        self,
+        model: TransferModel,
+        frozen: FrozenLayers,
+        data: PreparedData,
+        settings: TrialSettings,
+        feature_store: FeatureStore | None = None,
+    ):
         self.model = model
         self.frozen = frozen
         self.settings = settings
@@ -64,6 +77,9 @@ class Trainer:
             model.to(memory_format=torch.channels_last)
         self.train_split = DeviceSplit(data.train, self.device)
         self.val_split = DeviceSplit(data.val, self.device) if data.val is not None else None
+        self.augmentation = AUGMENTATIONS[settings.augment]
+        self.network: nn.Module = model
+        self.frozen_reuse = self._reuse_frozen_front(data, feature_store)
         self.steps_per_pass = max(1, math.ceil(len(self.train_split) / settings.batch_size))
         self.passes = max(1, math.ceil(settings.min_steps / (self.steps_per_pass * settings.epochs)))
         self.steps_per_epoch = self.steps_per_pass * self.passes
@@ -77,11 +93,11 @@ class Trainer:
         warmup_steps = warmup_steps_for(settings.warmup_epochs, self.steps_per_epoch, total_steps)
         self.schedule = build_lr_schedule(self.optimizer, total_steps, warmup_steps)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
-        self.network: nn.Module = torch.compile(model) if settings.compile and self.cuda else model
+        if settings.compile and self.cuda:
+            self.network = torch.compile(self.network)
 
         self.order_generator = torch.Generator(device=self.train_split.storage_device)
         self.order_generator.manual_seed(settings.seed)
-        self.augmentation = AUGMENTATIONS[settings.augment]
         self.augment_generator = None
         if self.augmentation is not None:
             self.augment_generator = torch.Generator(device=self.device)
@@ -137,6 +153,45 @@ class Trainer:
                 self._check_finite(loss_sum, epoch, step)
         self._check_finite(loss_sum, epoch, self.steps_per_epoch)
         return float(loss_sum) / self.steps_per_epoch
+
+    def _reuse_frozen_front(self, data: PreparedData, feature_store: FeatureStore | None) -> str:
+        """Compute the frozen front's output once and train the rest on it, when that is exact and fits.
+
+        Without augmentation the frozen layers see the same images every epoch and, in eval
+        mode, compute the same tensors (:mod:`automl_transfer.training.frozen_prefix`); their
+        output for both splits is computed here, kept where the images were (in memory while
+        it takes at most :data:`~automl_transfer.data.batches.RESIDENT_SHARE` of what is
+        free) and the network becomes the rest of the model.
+
+        :returns: what was done, for the trial's record: ``features (cached)``, ``frozen
+            front computed once`` or ``not reused: <reason>``.
+        """
+        if not self.settings.reuse_frozen:
+            return "not reused: switched off"
+        if self.augmentation is not None:
+            return "not reused: augmented images differ every epoch"
+        self.model.train()
+        self.frozen.keep_frozen_in_eval(self.model)
+        prefix, reason = split_frozen_prefix(self.model)
+        if prefix is None:
+            return f"not reused: {reason}"
+        stored = feature_store is not None and prefix.whole_backbone
+        outputs = feature_store.read() if stored else None
+        if outputs is None:
+            outputs = {}
+            for name, split in (("train", self.train_split), ("val", self.val_split)):
+                if split is not None:
+                    computed = front_outputs(prefix.front, split, EVAL_BATCH_FACTOR * self.settings.batch_size, self.device)
+                    if computed is None:
+                        return "not reused: its output would not fit in memory"
+                    outputs[name] = computed
+            if stored:
+                feature_store.write(outputs)
+        self.train_split = DeviceSplit(LabelledTensors(outputs["train"], data.train.labels), self.device)
+        if self.val_split is not None:
+            self.val_split = DeviceSplit(LabelledTensors(outputs["val"], data.val.labels), self.device)
+        self.network = prefix.rest
+        return "features (cached)" if stored else "frozen front computed once"
 
     def _batches(self):
         """Yield the rows of every step of one epoch: ``passes`` shuffles, each cut into near-equal batches."""
