@@ -118,3 +118,16 @@ def test_search_efficiency_bench_quick_compares_both_searches(tmp_path):
     assert "| random |" in section and "| ours |" in section
     assert not (tmp_path / ".cache").exists()  # quick mode keeps its sources out of the demo's cache
 
+
+
+@pytest.mark.slow
+def test_fast_trials_bench_quick_times_every_depth_with_and_without_caches(tmp_path):
+    results = tmp_path / "RESULTS.md"
+
+    finished = _run_bench("fast_trials.py", "--results", str(results), cwd=tmp_path)
+
+    assert finished.returncode == 0, finished.stderr
+    section = _section(results, "fast-trials")
+    for depth in ("| 0 | without", "| 0.5 | with", "| 0.75 | without", "| 1 | with |", "| 1 | with, first"):
+        assert depth in section
+    assert re.search(r"freeze-1 trial with a warm feature cache is \*\*\d+x\*\* cheaper", section)

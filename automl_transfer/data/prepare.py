@@ -107,7 +107,7 @@ def _hold_out(train: LabelledTensors, class_names: list[str], val_fraction: floa
 
 def prepare_data(dataset: ImageDataset, image_size: int, *, interpolation: str = "bilinear",
                  val_fraction: float = 0.2, seed: int = 0, skip_bad_images: bool = False,
-                 cache_dir: Path | None = None) -> PreparedData:
+                 cache_dir: Path | None = None, fingerprint: str | None = None) -> PreparedData:
     """Check ``dataset`` and decode every image once into ``uint8`` tensors ``(3, S, S)``.
 
     Each image is read with :func:`read_image` and sized with :func:`resize_to_tensor`
@@ -124,6 +124,8 @@ def prepare_data(dataset: ImageDataset, image_size: int, *, interpolation: str =
     :param cache_dir: when given, the tensors are stored there as a safetensors file keyed by
         the dataset fingerprint and every setting above, and read back on the next call with
         the same key instead of decoding again.
+    :param fingerprint: the dataset's :func:`dataset_fingerprint` when the caller already
+        has it (it stats every file); computed here otherwise.
     :returns: the :class:`PreparedData`.
     :raises DatasetError: naming the file or class at fault: the checks of
         :func:`check_dataset`, a missing or unreadable image (unless skipped), a class left
@@ -136,7 +138,7 @@ def prepare_data(dataset: ImageDataset, image_size: int, *, interpolation: str =
         raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), not {val_fraction}")
     check_dataset(dataset)
     origin = dataset.origin or "dataset"
-    fingerprint = dataset_fingerprint(dataset)
+    fingerprint = fingerprint or dataset_fingerprint(dataset)
     split_settings = {"val_fraction": val_fraction, "seed": seed} if dataset.val is None else {}
     key = {"fingerprint": fingerprint, "image_size": image_size, "interpolation": interpolation,
            "skip_bad_images": skip_bad_images, **split_settings}

@@ -151,7 +151,7 @@ class TransferSearch:
         run_dir = self.config.run_dir = check_run_dir(self.config.run_dir)
         identity = SearchIdentity(
             dataset=self.config.dataset,
-            dataset_fingerprint=dataset_fingerprint(dataset),
+            dataset_fingerprint=self.fingerprint,
             space=space.to_dict(),
             space_fingerprint=space.fingerprint(),
             metric=self.config.metric,
@@ -186,7 +186,7 @@ class TransferSearch:
         if self.storage is None:
             self.storage = self._open_storage()
         study = self.load_study(self.config.study)
-        if dataset_fingerprint(dataset) != recorded_identity(study).get("dataset_fingerprint"):
+        if self.fingerprint != recorded_identity(study).get("dataset_fingerprint"):
             raise DatasetError(
                 f"dataset {self.config.dataset!r} is not the one study {self.config.study!r} was started with (files "
                 "were added, removed or changed, or this machine sees other files); give every worker the same data"
@@ -229,6 +229,7 @@ class TransferSearch:
                 seed=self.config.seed,
                 skip_bad_images=self.config.skip_bad_images,
                 cache_dir=self.config.run_dir / CACHE_NAME,
+                fingerprint=self.fingerprint,
             )
         return self._prepared[key]
 
@@ -269,6 +270,7 @@ class TransferSearch:
         load_plugins()
         self.space = load_space(self.config.space, origin=f"the space of study {self.config.study!r}")
         self.dataset = read_dataset(self.config.dataset)
+        self.fingerprint = dataset_fingerprint(self.dataset)
         self.devices = self.worker_devices()
         self.device = resolve_device(self.devices[0] if self.config.devices else self.config.device)
         return self.space, self.dataset, check_sources(self.space.sources, self.backbones)
