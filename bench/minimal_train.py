@@ -2,7 +2,7 @@
 
 Decodes a folder of class sub-folders with PIL, holds out 20% of each class, fine-tunes a timm
 model from a local checkpoint with AdamW, warm-up and cosine decay, validates after every
-epoch, and saves the model. Run: ``python bench/minimal_train.py FOLDER CHECKPOINT OUT``.
+epoch, and saves the model. Run: ``python bench/minimal_train.py FOLDER CHECKPOINT OUT [EPOCHS]``.
 """
 
 import math
@@ -17,7 +17,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 folder, checkpoint, out = (Path(arg) for arg in sys.argv[1:4])
-size, epochs, batch, lr, seed = 32, 3, 64, 3e-3, 0
+epochs = int(sys.argv[4]) if len(sys.argv) > 4 else 3
+size, batch, lr, seed = 32, 64, 3e-3, 0
 torch.manual_seed(seed)
 classes = sorted(path.name for path in folder.iterdir() if path.is_dir())
 files = [(path, label) for label, name in enumerate(classes) for path in sorted((folder / name).glob("*.png"))]
@@ -34,7 +35,7 @@ model = timm.create_model("test_resnet", num_classes=len(classes))
 model.load_state_dict(load_file(checkpoint), strict=False)
 optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
 steps = epochs * math.ceil(len(train_y) / batch)
-schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=1 / epochs)
+schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
 mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 for epoch in range(epochs):
     model.train()
