@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
@@ -22,7 +21,6 @@ from automl_transfer.demo.demo import (
     TRANSFER,
     FamilyResult,
     family_of,
-    family_winners,
     run_demo,
     verdict,
 )
@@ -52,23 +50,6 @@ def test_family_of_tells_random_weights_from_transferred_ones():
     assert family_of("timm:test_resnet@none") == SCRATCH
     assert family_of("timm:test_resnet@NONE") == SCRATCH
     assert family_of("timm:test_resnet@.cache/demo/test_resnet-source.safetensors") == TRANSFER
-
-
-def test_family_winners_prefer_complete_trials_then_score_then_lower_loss():
-    study = optuna.create_study(direction="maximize")
-    study.add_trials([
-        _trial("timm:a@w.safetensors", TrialState.COMPLETE, 0.8, [0.5, 0.8]),
-        _trial("timm:a@w.safetensors", TrialState.COMPLETE, 1.0, [0.9, 1.0], val_loss=0.4),
-        _trial("timm:a@w.safetensors", TrialState.COMPLETE, 1.0, [0.9, 1.0], val_loss=0.2),
-        _trial("timm:a@w.safetensors", TrialState.PRUNED, None, [1.0]),
-        _trial("timm:a@none", TrialState.PRUNED, None, [0.3]),
-        _trial("timm:a@none", TrialState.PRUNED, None, [0.6, 0.7]),
-        _trial("timm:a@none", TrialState.FAIL, None, []),
-    ])
-
-    winners = family_winners(study, "maximize")
-
-    assert (winners[TRANSFER].number, winners[SCRATCH].number) == (2, 5)
 
 
 def test_verdict_says_plainly_who_won():
@@ -122,7 +103,11 @@ def test_quick_demo_runs_end_to_end_then_as_make_demo_does_from_its_cache(tmp_pa
     sentence = next(line for line in printed.splitlines() if line.startswith("Transfer "))
     assert sentence.endswith(f"accuracy ({test_images} images).")
     assert ("did not beat" not in sentence) == result.transfer_won
-    assert json.loads((tmp_path / "run" / "best" / "model.json").read_text())["class_names"] == list("56789")
+    saved = json.loads((tmp_path / "run" / "best" / "model.json").read_text())
+    assert saved["class_names"] == list("56789")
+    assert result.families[TRANSFER].trial == saved["trial"] and saved["refit"] is not None  # scored what it saves
+    scratch_saved = json.loads((tmp_path / "run" / "scratch" / "best" / "model.json").read_text())
+    assert result.families[SCRATCH].trial == scratch_saved["trial"]
     assert len(result.predictions) == settings.samples
     assert all(truth in "56789" and label in "56789" and 0 <= score <= 1 for _, truth, label, score in result.predictions)
     assert result.summary["n_complete"] + result.summary["n_pruned"] == settings.trials

@@ -10,29 +10,26 @@ scikit-learn's bundled handwritten digits, with no download:
    resumes those finished searches, so the sources are reused while the recipe is the same.
 2. **Search.** The target task is the digits 5-9 with only ``per_class`` labelled images per
    digit (half of them for validation); every other image of 5-9 is the held-out test set,
-   which the search never sees. A :class:`~automl_transfer.search.TransferSearch` (TPE +
-   Hyperband) tries both sources, the same architectures from random weights (``@none``),
-   freeze depths, learning rates and regularisation, prints the leaderboard and writes the
-   best model to ``RUN_DIR/best``.
-3. **Baseline.** Hyperband stops trials that learn slower than the others, and trials from
-   random weights do, so the from-scratch sources get a search of their own with the same
-   number of trials (in ``RUN_DIR/scratch``).
-4. **Transfer or scratch?** The best transferred configuration of the main search and the
-   best configuration of the baseline search, each picked by validation score, are trained
-   again from the seed their trial had (which gives back the trial's model on a CPU) and
-   scored on the held-out test set. The demo says in one sentence which won.
-5. **Predict.** The best model classifies a few held-out images, as
+   which the search never sees. A :class:`~automl_transfer.search.search.TransferSearch`
+   transfers from both sources (start points first, then TPE with Hyperband), over freeze
+   depth, learning rate and regularisation; the winner by validation score is trained again
+   on every labelled image (refit) and kept in ``RUN_DIR/best``.
+3. **Baseline.** The same search over the same architectures from random weights
+   (``@none``), with the same budget, in ``RUN_DIR/scratch``: what a user gets without
+   transfer.
+4. **Transfer or scratch?** Both saved models, exactly as they are on disk, classify the
+   held-out test set with ``predict``; the demo says in one sentence which won.
+5. **Predict.** The transfer model classifies a few held-out images, as
    ``automl-transfer predict RUN_DIR RUN_DIR/samples`` would.
 
-Running it again resumes the finished searches (only the two family winners are trained
-again); ``--fresh`` starts them over.
+Running it again resumes the finished searches (nothing is trained again); ``--fresh``
+starts them over.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import shutil
 import time
@@ -41,9 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import optuna
 import yaml
-from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 
 from automl_transfer.contract.components import NO_WEIGHTS
@@ -52,14 +47,9 @@ from automl_transfer.demo.settings import DemoSettings
 from automl_transfer.inference.predictor import load_model
 from automl_transfer.model.sources import SourceSpec
 from automl_transfer.registry import load_plugins
-from automl_transfer.search.config import SearchConfig
-from automl_transfer.search.recovery import SEED_TRIAL
 from automl_transfer.search.search import TransferSearch
 from automl_transfer.storage.checkpoint import BEST_LINK, WEIGHTS_FILE
 from automl_transfer.storage.run_dir import JOURNAL_NAME, SUMMARY_NAME
-from automl_transfer.training.evaluation import evaluate
-from automl_transfer.training.params import TrialParams
-from automl_transfer.training.trial import run_trial
 
 #: The timm architectures the demo pretrains and transfers.
 SOURCE_ARCHITECTURES = ("test_resnet", "test_efficientnet")
@@ -92,9 +82,9 @@ class FamilyResult:
     """The held-out test score of one family's best configuration.
 
     :param family: :data:`TRANSFER` or :data:`SCRATCH`.
-    :param trial: the search trial whose parameters were retrained.
-    :param params: those parameters.
-    :param accuracy: accuracy on the held-out test set.
+    :param trial: the search trial whose configuration the saved model has.
+    :param params: that configuration.
+    :param accuracy: the saved model's accuracy on the held-out test set.
     :param test_images: the size of the held-out test set.
     """
 
@@ -111,9 +101,8 @@ class DemoResult:
 
     :param run_dir: the search's run directory (best model in ``run_dir/best``).
     :param summary: the search's ``summary.json`` content.
-    :param families: the test score of each family that had a trial, by family name.
-    :param transfer_won: ``True`` when transfer scored higher than training from scratch,
-        ``None`` when one family had no trial to compare.
+    :param families: the test score of each family's saved model, by family name.
+    :param transfer_won: ``True`` when transfer scored higher than training from scratch.
     :param predictions: ``(image path, true label, predicted label, score)`` per sample.
     """
 
@@ -217,9 +206,9 @@ def write_space(path: Path, sources: list[str], settings: DemoSettings) -> Path:
     return path
 
 
-def run_search(space: Path, run_dir: Path, study_name: str, settings: DemoSettings) -> tuple[TransferSearch, optuna.Study]:
-    """Run (or resume) a target search over ``space`` in ``run_dir``; return the search and its study."""
-    config = SearchConfig(
+def run_search(space: Path, run_dir: Path, study_name: str, settings: DemoSettings) -> dict[str, Any]:
+    """Run (or resume) a target search over ``space`` in ``run_dir``; return its summary."""
+    return TransferSearch(
         dataset=target_dataset(settings),
         space=str(space),
         trials=settings.trials,
@@ -230,51 +219,21 @@ def run_search(space: Path, run_dir: Path, study_name: str, settings: DemoSettin
         metric="accuracy",
         val_fraction=0.5,
         quiet=settings.quiet,
-    )
-    search = TransferSearch(config)
-    search.run()
-    return search, search.open()
+    ).run()
 
 
-def family_winners(study: optuna.Study, direction: str) -> dict[str, FrozenTrial]:
-    """Pick each family's best trial by validation score.
+def score_on_test(run_dir: Path, settings: DemoSettings) -> FamilyResult:
+    """Classify the held-out test set with the model saved in ``run_dir`` and count the hits.
 
-    A complete trial beats any pruned one; among pruned trials (a family Hyperband stopped
-    early every time) the best last reported score wins. Ties (a handful of validation images
-    often give several trials 100%) go to the lower validation loss.
-
-    :returns: the winning trial of each family that has a complete or pruned trial.
+    The model is the one ``best/`` holds, exactly as ``predict`` loads it.
     """
-    sign = 1.0 if direction == "maximize" else -1.0
-    ranked: dict[str, tuple[tuple[int, float, float], FrozenTrial]] = {}
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        params = trial.user_attrs.get("params")
-        if not params or not trial.intermediate_values:
-            continue
-        last_epoch = max(trial.intermediate_values)
-        score = trial.value if trial.state == TrialState.COMPLETE else trial.intermediate_values[last_epoch]
-        val_loss = trial.user_attrs.get(f"epoch_{last_epoch}", {}).get("val_loss", math.inf)
-        key = (int(trial.state == TrialState.COMPLETE), sign * score, -val_loss)
-        if not math.isfinite(key[1]):
-            continue
-        family = family_of(params["source"])
-        if family not in ranked or key > ranked[family][0]:
-            ranked[family] = (key, trial)
-    return {family: trial for family, (_, trial) in ranked.items()}
-
-
-def score_on_test(search: TransferSearch, trial: FrozenTrial) -> FamilyResult:
-    """Train ``trial``'s configuration again, from the seed the search gave it, and score it on the held-out test set.
-
-    On the CPU this reproduces the trial's model exactly (the search keeps only the best
-    model of all, not the best of each family).
-    """
-    params = TrialParams.from_dict(trial.user_attrs["params"])
-    seed = search.config.seed + trial.user_attrs.get(SEED_TRIAL, trial.number)
-    trained = run_trial(params, search.prepare, search.device, lambda epoch, metrics: None, seed=seed)
-    test = search.prepare(params.image_size, params.interpolation).test
-    scores = evaluate(trained.model, test, search.device, batch_size=256)
-    return FamilyResult(family_of(params.source), trial.number, params.to_dict(), scores["accuracy"], len(test))
+    model = load_model(run_dir, device=settings.device)
+    dataset = load_dataset(target_dataset(settings))
+    test = list(dataset.test or [])
+    predictions = model.predict([image for image, _ in test], batch_size=256)
+    hits = sum(prediction.label == dataset.class_names[label] for prediction, (_, label) in zip(predictions, test))
+    info = model.info
+    return FamilyResult(family_of(info["source"]), info["trial"], info["params"], hits / len(test), len(test))
 
 
 def verdict(families: dict[str, FamilyResult]) -> tuple[bool | None, str]:
@@ -329,50 +288,38 @@ def run_demo(settings: DemoSettings, console: Console | None = None) -> DemoResu
     started = time.monotonic()
     console.rule(f"1/5  Source models: trained on digits {SOURCE_DIGITS}")
     checkpoints = {name: source_checkpoint(name, settings, console) for name in SOURCE_ARCHITECTURES}
-    transfer_sources = [f"timm:{name}@{os.path.abspath(path)}" for name, path in checkpoints.items()]
-    scratch_sources = [f"timm:{name}@{NO_WEIGHTS}" for name in checkpoints]
-
-    console.rule(f"2/5  Search: digits {TARGET_DIGITS}, {settings.per_class} labelled images per digit")
-    space = write_space(run_dir / SPACE_FILE, transfer_sources + scratch_sources, settings)
-    console.print(f"search space: {space}", highlight=False)
-    search, study = run_search(space, run_dir, "demo", settings)
-
-    console.rule("3/5  Baseline: the same search from random weights only")
-    console.print(
-        "Hyperband stops trials that learn slower than others; from-scratch trials do, so they get a search of "
-        "their own with the same budget.",
-        highlight=False,
-    )
-    scratch_dir = run_dir / SCRATCH_DIR
-    scratch_space = write_space(scratch_dir / SPACE_FILE, scratch_sources, settings)
-    scratch_search, scratch_study = run_search(scratch_space, scratch_dir, "demo-scratch", settings)
-
-    console.rule("4/5  Transfer or training from scratch? Held-out test set")
-    winners = {
-        TRANSFER: (search, family_winners(study, search.direction).get(TRANSFER)),
-        SCRATCH: (scratch_search, family_winners(scratch_study, scratch_search.direction).get(SCRATCH)),
+    families = {
+        TRANSFER: (run_dir, [f"timm:{name}@{os.path.abspath(path)}" for name, path in checkpoints.items()]),
+        SCRATCH: (run_dir / SCRATCH_DIR, [f"timm:{name}@{NO_WEIGHTS}" for name in checkpoints]),
     }
-    families: dict[str, FamilyResult] = {}
-    for family, (family_search, trial) in winners.items():
-        if trial is None:
-            continue
-        result = score_on_test(family_search, trial)
-        families[family] = result
+    console.rule(f"2/5  Search: digits {TARGET_DIGITS}, {settings.per_class} labelled images per digit")
+    transfer_dir, transfer_sources = families[TRANSFER]
+    space = write_space(transfer_dir / SPACE_FILE, transfer_sources, settings)
+    console.print(f"search space: {space}", highlight=False)
+    run_search(space, transfer_dir, "demo", settings)
+    console.rule("3/5  Baseline: the same search from random weights")
+    scratch_dir, scratch_sources = families[SCRATCH]
+    run_search(write_space(scratch_dir / SPACE_FILE, scratch_sources, settings), scratch_dir, "demo-scratch", settings)
+
+    console.rule("4/5  Transfer or training from scratch? The saved models on the held-out test set")
+    results = {
+        family: score_on_test(folder, settings) for family, (folder, _) in families.items() if (folder / BEST_LINK).exists()
+    }
+    for family, result in results.items():
         params = result.params
         console.print(
-            f"best {family} configuration by validation (trial {trial.number}): {_short(params['source'])}, "
-            f"freeze_depth {params['freeze_depth']}, lr {params['lr']:.3g}, weight_decay {params['weight_decay']:.3g}, "
-            f"l2sp {params['l2sp']}: test accuracy {result.accuracy:.1%}",
+            f"{family}: trial {result.trial} ({_short(params['source'])}, freeze_depth {params['freeze_depth']}, "
+            f"lr {params['lr']:.3g}), trained again on every labelled image: test accuracy {result.accuracy:.1%}",
             highlight=False,
         )
-    transfer_won, sentence = verdict(families)
+    transfer_won, sentence = verdict(results)
     console.print(sentence, style="bold", highlight=False)
 
-    console.rule(f"5/5  Predict: the best model on held-out images ({run_dir / 'best'})")
+    console.rule(f"5/5  Predict: the transfer model on held-out images ({run_dir / 'best'})")
     predictions = predict_samples(settings, console)
     console.print(f"demo finished in {time.monotonic() - started:.0f} s", highlight=False)
     summary = json.loads((run_dir / SUMMARY_NAME).read_text())
-    return DemoResult(run_dir, summary, families, transfer_won, predictions)
+    return DemoResult(run_dir, summary, results, transfer_won, predictions)
 
 
 def predict_samples(settings: DemoSettings, console: Console) -> list[tuple[str, str, str, float]]:
