@@ -131,3 +131,17 @@ def test_fast_trials_bench_quick_times_every_depth_with_and_without_caches(tmp_p
     for depth in ("| 0 | without", "| 0.5 | with", "| 0.75 | without", "| 1 | with |", "| 1 | with, first"):
         assert depth in section
     assert re.search(r"freeze-1 trial with a warm feature cache is \*\*\d+x\*\* cheaper", section)
+
+
+@pytest.mark.slow
+def test_search_quality_bench_quick_runs_every_method(tmp_path):
+    results = tmp_path / "RESULTS.md"
+
+    finished = _run_bench("search_quality.py", "--results", str(results), "--cache-dir", str(tmp_path / "cache"), cwd=tmp_path)
+
+    assert finished.returncode == 0, finished.stderr
+    section = _section(results, "search-quality")
+    for method in ("hand-written loop", "ours", "random search, no pruning", "ours, a third of the trials",
+                   "ours without 1", "ours without 2", "ours without 3", "ours without 4", "ours without 5"):
+        assert f"| {method}" in section
+    assert re.search(r"ours >= the hand-written loop \(median\) on \*\*\d of 1\*\* task columns", section)

@@ -59,11 +59,11 @@ def test_default_preset_names_pretrained_timm_tags():
         assert plugin == "timm" and model in pretrained, source
 
 
-def test_demo_preset_mixes_local_checkpoints_and_random_init(tmp_path, monkeypatch):
+def test_demo_preset_transfers_from_the_demos_local_checkpoints(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     sources = load_space("demo").sources
-    assert f"timm:test_resnet@{tmp_path / '.cache/demo/test_resnet-source.safetensors'}" in sources
-    assert "timm:test_resnet@none" in sources and "timm:test_efficientnet@none" in sources
+    assert f"timm:test_resnet@{tmp_path / '.cache/demo/test_resnet-source/best/model.safetensors'}" in sources
+    assert len(sources) == 2
 
 
 def test_demo_preset_is_the_space_the_demo_searches(tmp_path, monkeypatch):
@@ -72,9 +72,11 @@ def test_demo_preset_is_the_space_the_demo_searches(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     settings = DemoSettings()
-    checkpoints = [f"timm:{name}@{tmp_path / settings.cache_dir / f'{name}-source.safetensors'}" for name in SOURCE_ARCHITECTURES]
-    scratch = [f"timm:{name}@none" for name in SOURCE_ARCHITECTURES]
-    written = write_space(tmp_path / "demo-space.yaml", checkpoints + scratch, settings)
+    checkpoints = [
+        f"timm:{name}@{tmp_path / settings.cache_dir / f'{name}-source' / 'best' / 'model.safetensors'}"
+        for name in SOURCE_ARCHITECTURES
+    ]
+    written = write_space(tmp_path / "demo-space.yaml", checkpoints, settings)
     assert load_space(written).to_dict() == load_space("demo").to_dict()
 
 
@@ -198,10 +200,10 @@ def test_fixed_trial_gives_concrete_params():
         "epochs": 4,
         "batch_size": 16,
         "image_size": None,
-        "label_smoothing": 0.1,
+        "label_smoothing": 0.0,
         "augment": "light",
         "warmup_epochs": 1.0,
-        "min_steps": 100,
+        "min_steps": 200,
         "patience": 5,
         "extra": {"ema": 0.999, "tag": "blue"},
     }
@@ -221,10 +223,10 @@ def test_defaults_fill_every_omitted_key():
         "epochs": 10,
         "batch_size": 64,
         "image_size": None,
-        "label_smoothing": 0.1,
+        "label_smoothing": 0.0,
         "augment": "light",
         "warmup_epochs": 1.0,
-        "min_steps": 100,
+        "min_steps": 200,
         "patience": 5,
         "extra": {},
     }

@@ -19,7 +19,7 @@ class DemoSettings:
     :param trials: trials of the target search.
     :param per_class: labelled target images per digit (half train, half validation).
     :param source_epochs: epochs of source pretraining.
-    :param target_epochs: epochs of each search trial (Hyperband stops poor ones early).
+    :param target_epochs: epochs of each search trial (at most: early stopping and Hyperband end some sooner).
     :param image_size: side of the square images, in pixels.
     :param seed: seeds the data split, the sampler and training.
     :param device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
@@ -33,7 +33,7 @@ class DemoSettings:
     trials: int = 24
     per_class: int = 6
     source_epochs: int = 30
-    target_epochs: int = 30
+    target_epochs: int = 20
     image_size: int = 32
     seed: int = 0
     device: str = "auto"

@@ -143,7 +143,7 @@ def make_pruner(config: SearchConfig) -> optuna.pruners.BasePruner:
     from automl_transfer.search.pruning import AfterWarmup
 
     if config.pruner == "hyperband":
-        return AfterWarmup(optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto"))
+        return AfterWarmup(optuna.pruners.HyperbandPruner(min_resource=2, max_resource="auto"))
     if config.pruner == "median":
         return AfterWarmup(optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
     return optuna.pruners.NopPruner()

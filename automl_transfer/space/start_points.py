@@ -17,6 +17,6 @@ from __future__ import annotations
 #: bench/search_quality.py's few-shot tasks (see bench/RESULTS.md), not by taste.
 DEFAULT_START_POINTS: tuple[dict[str, object], ...] = (
     {"freeze_depth": 0.0, "lr": 3.0e-3},
-    {"freeze_depth": 1.0, "lr": 1.0e-2},
     {"freeze_depth": 0.5, "lr": 3.0e-3},
+    {"freeze_depth": 1.0, "lr": 0.1},
 )
