@@ -23,7 +23,7 @@ LAYERS = [
     {"registry", "storage"},
     {"data", "model"},
     {"training", "space"},
-    {"inference"},
+    {"inference", "ranking"},
     {"search"},
     {"reporting", "plugin"},
     {"demo"},

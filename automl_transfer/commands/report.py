@@ -27,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
 
     from automl_transfer.reporting.leaderboard import leaderboard, wide_console
     from automl_transfer.reporting.plots import importance_table, write_plots
-    from automl_transfer.search.record import recorded_identity
+    from automl_transfer.reporting.sources import source_table
+    from automl_transfer.search.record import recorded_identity, recorded_ranking
     from automl_transfer.storage.backends import open_run_storage, pick_study
 
     storage = open_run_storage(args.run_dir, args.storage)
@@ -36,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
     metric = recorded_identity(study).get("metric", "value")
     console = wide_console()
     console.print(leaderboard(study, metric, console, limit=args.top))
+    ranking = recorded_ranking(study)
+    if ranking:
+        console.print(source_table(study, ranking, metric))
     importances = importance_table(study)
     if importances is not None:
         console.print(importances)

@@ -62,6 +62,13 @@ def add_search_flags(parser: argparse.ArgumentParser) -> None:
         help="after the trials, train the winner again on training + validation images and keep that as best/ "
         "(default); --no-refit keeps the selected trial's model",
     )
+    parser.add_argument(
+        "--rank-prior",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="rank the sources by transferability when the study is created and try the best first (default); "
+        "--no-rank-prior keeps the space's order",
+    )
     parser.add_argument("--config", type=Path, help="job YAML whose keys are these flags' names")
 
 

@@ -145,12 +145,11 @@ def prepare_data(dataset: ImageDataset, image_size: int, *, interpolation: str =
     path = cache_path(cache_dir, key) if cache_dir is not None else None
     cached = read_cache(path) if path is not None else None
     if cached is not None:
-        splits, info = cached
         logger.info("read decoded images of %s from %s", origin, path)
+        splits, info = cached
         tensors = {name: LabelledTensors(*pair) if pair is not None else None for name, pair in splits.items()}
         return PreparedData(list(dataset.class_names), tensors["train"], tensors["val"], tensors["test"],
                             info["n_skipped"], fingerprint, cache_key(key))
-
     decoded = {name: decode_images(items, image_size, interpolation, skip_bad_images)
                for name, items in dataset_splits(dataset).items()}
     n_skipped = sum(skipped for *_, skipped in decoded.values())
@@ -166,10 +165,14 @@ def prepare_data(dataset: ImageDataset, image_size: int, *, interpolation: str =
         if tensors[name] is not None and len(tensors[name]) == 0:
             raise DatasetError(f"{origin}: no readable {name} images; add images to the {name} set")
     if path is not None:
-        try:
-            write_cache(path, {name: (t.images, t.labels) if t is not None else None for name, t in tensors.items()},
-                        {"class_names": list(dataset.class_names), "n_skipped": n_skipped})
-        except OSError as error:
-            logger.warning("cannot write the image cache %s: %s", path, error)
+        _write_quietly(path, tensors, {"class_names": list(dataset.class_names), "n_skipped": n_skipped})
     return PreparedData(list(dataset.class_names), tensors["train"], tensors["val"], tensors["test"],
                         n_skipped, fingerprint, cache_key(key))
+
+
+def _write_quietly(path: Path, tensors: dict[str, LabelledTensors | None], info: dict) -> None:
+    """Write decoded splits to the cache; a disk that refuses is logged (they are decoded again next time)."""
+    try:
+        write_cache(path, {name: (t.images, t.labels) if t is not None else None for name, t in tensors.items()}, info)
+    except OSError as error:
+        logger.warning("cannot write the image cache %s: %s", path, error)

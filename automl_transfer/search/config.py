@@ -61,6 +61,8 @@ class SearchConfig:
     :param refit: after the trials, train the winning configuration again on training and
         validation images together for its best number of epochs and keep that as ``best/``
         (``False``: keep the selected trial's own model).
+    :param rank_prior: when the study is created, rank the sources by transferability and
+        run their start points best first (``False``: in the space's order, no ranking).
     """
 
     dataset: str
@@ -84,6 +86,7 @@ class SearchConfig:
     devices: str | None = None
     heartbeat_interval: int = HEARTBEAT_INTERVAL
     refit: bool = True
+    rank_prior: bool = True
 
     def __post_init__(self) -> None:
         if self.trials is None or int(self.trials) < 1:

@@ -11,6 +11,9 @@ module:
   the whole search from the two attrs (:meth:`StudyRecord.search_config`), and read the trial
   count again at every claim, so a ``search`` run with a larger ``--trials`` extends a running
   search.
+- ``automl_transfer_ranking``: the sources ranked by transferability when the study was
+  created (``[{"source", "logme", "knn_accuracy", "rank", "seconds"}]``, best first), so that
+  resumes and workers never compute it again and ``report`` can show it.
 
 The study's name is ``--study``, by default ``<dataset>-<space>`` made file-name safe
 (``digits-small``), and its storage the run dir's ``study.journal`` unless ``--storage`` names
@@ -34,6 +37,8 @@ if TYPE_CHECKING:
 IDENTITY_ATTR = "automl_transfer"
 #: The study user attr holding the latest ``search`` command's settings.
 JOB_ATTR = "automl_transfer_job"
+#: The study user attr holding the ranking of the sources (``rank``'s scores), when one was made.
+RANKING_ATTR = "automl_transfer_ranking"
 
 
 @dataclass(frozen=True)
@@ -173,3 +178,13 @@ def recorded_identity(study: optuna.Study) -> dict[str, Any]:
 def target_trials(study: optuna.Study, default: int) -> int:
     """Return the trial count the latest ``search`` command asked for (workers follow it)."""
     return int(study.user_attrs.get(JOB_ATTR, {}).get("trials", default))
+
+
+def write_ranking(study: optuna.Study, ranking: list[dict[str, Any]]) -> None:
+    """Record the sources' ranking (best first) on a new study."""
+    study.set_user_attr(RANKING_ATTR, ranking)
+
+
+def recorded_ranking(study: optuna.Study) -> list[dict[str, Any]]:
+    """Return the ranking the study records, best first (empty when none was made)."""
+    return list(study.user_attrs.get(RANKING_ATTR, []))

@@ -26,11 +26,12 @@ from typing import Any, Mapping
 import optuna
 import torch
 
-from automl_transfer.contract.components import ImageDataset
+from automl_transfer.contract.components import NO_WEIGHTS, ImageDataset
 from automl_transfer.data.datasets import dataset_fingerprint, read_dataset
 from automl_transfer.data.prepare import PreparedData, prepare_data
 from automl_transfer.errors import DatasetError, RunDirError
-from automl_transfer.model.sources import BackboneCache
+from automl_transfer.model.sources import BackboneCache, SourceSpec
+from automl_transfer.ranking.rank import SourceScore, rank_sources
 from automl_transfer.registry import call_observers, load_plugins
 from automl_transfer.search.claims import claim_lock, claim_trial, open_trials
 from automl_transfer.search.config import (
@@ -47,6 +48,7 @@ from automl_transfer.search.record import (
     target_trials,
     write_identity,
     write_job,
+    write_ranking,
 )
 from automl_transfer.search.recovery import recover_lost_trials
 from automl_transfer.search.refit import refit_best
@@ -348,9 +350,43 @@ class TransferSearch:
             pruner=make_pruner(self.config),
         )
         write_identity(study, identity)
-        for number, params in enumerate(self.space.start_trials()[: self.config.trials]):
+        order = None
+        if self.config.rank_prior and any(not _random_weights(source) for source in self.space.sources):
+            ranking = [score.to_dict() for score in self._rank()]
+            write_ranking(study, ranking)
+            order = [score["source"] for score in ranking]
+        for number, params in enumerate(self.space.start_trials(order)[: self.config.trials]):
             study.enqueue_trial(params, user_attrs={START_POINT: number}, skip_if_exists=True)
         return study
+
+    def rank(self) -> list[SourceScore]:
+        """Check the inputs and rank the space's sources by transferability, without a study (``rank``).
+
+        The decoded images and the features are kept in the run dir's cache, where a search
+        of the same task finds them.
+
+        :returns: one score per source, best first (see :mod:`automl_transfer.ranking.rank`).
+        :raises AutoMLTransferError: bad dataset, space, source, device or run dir.
+        """
+        self._check_inputs()
+        self.config.run_dir = prepare_run_dir(check_run_dir(self.config.run_dir))
+        return self._rank()
+
+    def _rank(self) -> list[SourceScore]:
+        """Rank the sources; the inputs are checked and the run dir exists."""
+
+        def on_source(done: int, total: int) -> None:
+            call_observers("search_phase", phase="ranking the sources by transferability", done=done, total=total)
+
+        return rank_sources(
+            self.space.sources,
+            self.space.to_dict()["image_size"],
+            self.prepare,
+            self.backbones.build,
+            self.device,
+            self.config.run_dir / CACHE_NAME,
+            on_source,
+        )
 
 
 def check_sources(sources: list[str], backbones: BackboneCache) -> dict[str, dict[str, Any]]:
@@ -361,3 +397,7 @@ def check_sources(sources: list[str], backbones: BackboneCache) -> dict[str, dic
     :raises AutoMLTransferError: a source that cannot be parsed, found or loaded.
     """
     return {source: backbones.build(source).data_config for source in dict.fromkeys(sources)}
+
+
+def _random_weights(source: str) -> bool:
+    return SourceSpec.parse(source).weights == NO_WEIGHTS

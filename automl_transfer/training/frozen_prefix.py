@@ -76,7 +76,7 @@ def split_frozen_prefix(model: TransferModel) -> tuple[FrozenPrefix | None, str]
     :returns: ``(prefix, "")``, or ``(None, reason)`` when nothing can be reused.
     """
     if not any(parameter.requires_grad for parameter in model.backbone.parameters()):
-        return FrozenPrefix(front=_Features(model), rest=model.head, whole_backbone=True), ""
+        return FrozenPrefix(front=FeatureExtractor(model.backbone, model.mean, model.std), rest=model.head, whole_backbone=True), ""
     if all(parameter.requires_grad for parameter in model.backbone.parameters()):
         return None, "nothing is frozen"
     try:
@@ -131,16 +131,23 @@ def front_outputs(front: nn.Module, split: DeviceSplit, batch_size: int, device:
     return outputs
 
 
-class _Features(nn.Module):
-    """The normalisation and the backbone of a model: images to pooled features."""
+class FeatureExtractor(nn.Module):
+    """A backbone with its normalisation: images in ``[0, 1]`` to pooled features.
 
-    def __init__(self, model: TransferModel):
+    :param backbone: maps normalised images to features (shared, not copied).
+    :param mean: the per-channel mean, ``(1, 3, 1, 1)`` or 3 values.
+    :param std: the per-channel standard deviation, likewise.
+    """
+
+    def __init__(self, backbone: nn.Module, mean: torch.Tensor | tuple, std: torch.Tensor | tuple):
         super().__init__()
-        self.model = model
+        self.backbone = backbone
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        model = self.model
-        return model.backbone((images - model.mean.to(images.dtype)) / model.std.to(images.dtype))
+        """Return the pooled features ``(B, F)`` of images ``(B, 3, S, S)`` in ``[0, 1]``."""
+        return self.backbone((images - self.mean.to(images.dtype)) / self.std.to(images.dtype))
 
 
 class _Tracer(torch.fx.Tracer):

@@ -113,13 +113,22 @@ def run_trial(
 
 
 def feature_store(params: TrialParams, data: PreparedData, cache_dir: Path | None) -> FeatureStore | None:
-    """The store of the features ``params``' source gives ``data``, or ``None`` when they are not kept.
+    """The store of the features a trial of ``params`` trains its head on, or ``None`` when it does not.
 
-    Features are kept for a wholly frozen backbone with fixed weights (pretrained or a file;
-    random weights differ from trial to trial), on data with a key.
+    Only a trial that freezes its whole backbone trains on stored features
+    (:func:`source_feature_store`).
     """
-    spec = SourceSpec.parse(params.source)
-    if cache_dir is None or not data.key or params.freeze_depth < 1.0 or spec.weights == NO_WEIGHTS:
+    return source_feature_store(params.source, data, cache_dir) if params.freeze_depth >= 1.0 else None
+
+
+def source_feature_store(source: str, data: PreparedData, cache_dir: Path | None) -> FeatureStore | None:
+    """The store of the pooled features ``source``'s backbone gives ``data``, or ``None`` when they are not kept.
+
+    Features are kept for a backbone with fixed weights (pretrained or a file; random weights
+    differ from trial to trial), on data with a key: trials and the ranking of sources share them.
+    """
+    spec = SourceSpec.parse(source)
+    if cache_dir is None or not data.key or spec.weights == NO_WEIGHTS:
         return None
     weights = spec.weights_file
     identity = [str(weights), *_file_stamp(weights)] if weights is not None else str(spec)

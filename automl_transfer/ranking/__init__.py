@@ -1,0 +1,1 @@
+"""Ranking source models before fine-tuning them: transferability estimated from frozen features."""
