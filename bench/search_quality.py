@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     done = [json.loads(line) for line in args.runs.read_text().splitlines()] if args.runs.is_file() else []
     finished = {(run["method"], run["task"], run["shots"], run["seed"]) for run in done}
     tasks = list(TASKS)[:1] if args.quick else list(TASKS)
-    checkpoints = {task: str(source_checkpoint(task, args.cache_dir, args.quick)) for task in tasks}
+    checkpoints = {task: os.path.abspath(source_checkpoint(task, args.cache_dir, args.quick)) for task in tasks}
     todo = [
         {**job, "checkpoint": checkpoints[job["task"]], "quick": args.quick}
         for job in planned_runs(args)
