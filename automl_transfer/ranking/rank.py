@@ -2,12 +2,13 @@
 
 For every source with fixed weights, its backbone's pooled features of the training and
 validation images are computed once (in eval mode) and kept in the run dir's cache, where the
-search's feature-extraction trials find them again. Two estimators score the features: LogME
-on the training features (:mod:`automl_transfer.ranking.logme`) and the accuracy of a 5-nearest-
-neighbour classifier from the training to the validation features
-(:mod:`automl_transfer.ranking.knn`). Sources are ranked by the mean of their two ranks (ties go
-to the better kNN accuracy). A source with random weights (``@none``) has no meaningful
-transferability score: it is ranked after every pretrained one, without scores.
+search's feature-extraction trials find them again. Two estimators score the features of every
+labelled image (training and validation together: nothing is trained, so nothing can overfit
+them, and a few-shot task needs every image for a stable score): LogME
+(:mod:`automl_transfer.ranking.logme`) and the leave-one-out accuracy of a 5-nearest-neighbour
+classifier (:mod:`automl_transfer.ranking.knn`). Sources are ranked by the mean of their two
+ranks (ties go to the better kNN accuracy). A source with random weights (``@none``) has no
+meaningful transferability score: it is ranked after every pretrained one, without scores.
 """
 
 from __future__ import annotations
@@ -89,14 +90,21 @@ def rank_sources(
         backbone = build(source)
         data = prepare(*preprocessing_for(image_size, backbone.data_config))
         features = source_features(backbone, data, device, source_feature_store(source, data, cache_dir))
-        train, val = (features[name].float().cpu().numpy() for name in ("train", "val"))
-        train_labels, val_labels = data.train.labels.numpy(), data.val.labels.numpy()
-        evidence = logme(train, train_labels)
-        accuracy = knn_accuracy(train, train_labels, val, val_labels, k=NEIGHBOURS)
+        evidence, accuracy = estimate(features, data)
         scored.append((source, evidence, accuracy, time.perf_counter() - start))
     if on_source is not None:
         on_source(len(sources), len(sources))
     return _ranked(scored)
+
+
+def estimate(features: dict[str, torch.Tensor], data: PreparedData) -> tuple[float, float]:
+    """Return ``(LogME, kNN leave-one-out accuracy)`` of the features of every labelled image.
+
+    :param features: the pooled features of ``data``'s ``train`` and ``val`` images, in order.
+    """
+    every = np.concatenate([features[name].float().cpu().numpy() for name in ("train", "val")])
+    labels = np.concatenate([data.train.labels.numpy(), data.val.labels.numpy()])
+    return logme(every, labels), knn_accuracy(every, labels, k=NEIGHBOURS)
 
 
 def source_features(backbone: Backbone, data: PreparedData, device: torch.device, store: Any = None) -> dict[str, torch.Tensor]:

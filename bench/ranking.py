@@ -1,0 +1,197 @@
+"""Ranking sources: do LogME and kNN predict which source fine-tunes best, and does the prior help?
+
+Two few-shot tasks from scikit-learn's digits (targets 5-9 and the odd digits, 5 labels per
+class, the rest held out). Each gets six sources trained by the benchmark on other images,
+related and not (timm test models on the task's source digits for 30 or 3 epochs, on two of
+them, on generated stripes), plus random weights. For every source and seed:
+
+- the estimators' scores on the target's training images (``automl_transfer.ranking``) and
+  their cost, features included;
+- the best fine-tuned test accuracy: a search over that source alone, its three start points
+  (full fine-tune, half frozen, linear probe), the winner refit and scored on the held-out
+  images.
+
+Kendall's tau between each estimator and the fine-tuned accuracy over the pretrained sources
+(random weights have no score and rank last), per seed; goal (issue 10): tau >= 0.6 at <= 1/50
+of one trial's cost. Then the prior: a search over all sources with the ranking on and off
+(same budget, same seeds), and the trial at which each found its final best model.
+
+Run (about 40 minutes on one quiet CPU core)::
+
+    python bench/ranking.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from common import publish, section_preamble, table
+from scipy.stats import kendalltau
+
+from automl_transfer import TransferSearch, load_model
+from automl_transfer.data.datasets import load_dataset
+from automl_transfer.data.prepare import prepare_data
+from automl_transfer.model.sources import build_backbone
+from automl_transfer.ranking.rank import estimate, source_features
+from automl_transfer.registry import load_plugins
+from automl_transfer.training.evaluation import evaluate
+
+#: task -> (source digits, target digits, two of the source digits)
+TASKS = {"0-4 -> 5-9": ("0-4", "5-9", "0,1"), "even -> odd": ("0,2,4,6,8", "1,3,5,7,9", "0,2")}
+SHOTS = 5
+#: (name, architecture, source dataset of the task's source digits or a fixed one, epochs)
+SOURCES = (
+    ("resnet, source digits, 30 epochs", "test_resnet", "{digits}", 30),
+    ("resnet, source digits, 3 epochs", "test_resnet", "{digits}", 3),
+    ("resnet, two source digits, 30 epochs", "test_resnet", "{two}", 30),
+    ("efficientnet, source digits, 30 epochs", "test_efficientnet", "{digits}", 30),
+    ("resnet, stripes, 10 epochs", "test_resnet", "synthetic:classes=4,per_class=100,size=32", 10),
+    ("efficientnet, stripes, 10 epochs", "test_efficientnet", "synthetic:classes=4,per_class=100,size=32", 10),
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Read the command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one task, one seed, short training: proves it works")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per task (default 3)")
+    parser.add_argument("--trials", type=int, default=12, help="trials of the prior's searches (default 12)")
+    parser.add_argument("--cache-dir", type=Path, default=Path(".cache/bench"), help="source checkpoints")
+    parser.add_argument("--results", type=Path, help="results file (default bench/RESULTS.md; not written by --quick)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds, args.trials = 1, 4
+    return args
+
+
+def train_source(name: str, task: str, args: argparse.Namespace) -> str:
+    """Train (or find cached) the source ``name`` of ``task``; return its source text."""
+    _, architecture, dataset, epochs = next(source for source in SOURCES if source[0] == name)
+    digits, _, two = TASKS[task]
+    dataset = dataset.format(digits=f"digits:classes={digits},size=32", two=f"digits:classes={two},size=32")
+    epochs = max(1, epochs // 10) if args.quick else epochs
+    tag = "".join(character for character in f"{architecture}-{dataset}-{epochs}" if character.isalnum() or character == "-")
+    run_dir = (args.cache_dir / "ranking" / tag).absolute()
+    weights = run_dir / "best" / "model.safetensors"
+    if not weights.is_file():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "space.yaml").write_text(
+            f"source: timm:{architecture}@none\nimage_size: 32\nlr: 3.0e-3\nweight_decay: 0.05\nepochs: {epochs}\n"
+            "batch_size: 64\naugment: light\nstart: []\n"
+        )
+        quietly(TransferSearch, dataset=dataset, space=str(run_dir / "space.yaml"), trials=1, run_dir=run_dir,
+                device="cpu", force_new=True, refit=False)
+    return f"timm:{architecture}@{weights}"
+
+
+def quietly(make_search, **config) -> dict:
+    """Run a search without its console output; return its summary."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return make_search(quiet=True, rank_prior=False, **config).run()
+
+
+def score_source(source: str, data) -> dict:
+    """The estimators' scores of ``source`` on ``data`` and what they cost (features included)."""
+    start = time.perf_counter()
+    backbone = build_backbone(source)
+    evidence, accuracy = estimate(source_features(backbone, data, torch.device("cpu")), data)
+    return {"logme": evidence, "knn": accuracy, "seconds": time.perf_counter() - start}
+
+
+def fine_tune(source: str, target: str, seed: int, data, folder: Path) -> dict:
+    """The best of the source's start points, refit and scored on the held-out images; and one trial's seconds."""
+    folder.mkdir(parents=True, exist_ok=True)
+    space = folder / f"space-{seed}.yaml"
+    space.write_text(f"source: {source}\nimage_size: 32\nbatch_size: 16\nepochs: 10\nlr: {{low: 1.0e-4, high: 1.0e-1, log: true}}\n"
+                     "freeze_depth: {low: 0.0, high: 1.0}\n")
+    run_dir = folder / f"run-{seed}"
+    start = time.perf_counter()
+    quietly(TransferSearch, dataset=target, space=str(space), trials=3, run_dir=run_dir, device="cpu", seed=seed)
+    seconds = time.perf_counter() - start
+    accuracy = evaluate(load_model(run_dir, device="cpu").model, data.test, torch.device("cpu"), 512)["accuracy"]
+    return {"test": accuracy, "trial_seconds": seconds / 4}  # three trials and a refit
+
+
+def prior_search(sources: list[str], target: str, seed: int, prior: bool, trials: int, folder: Path) -> dict:
+    """A search over every source with the ranking prior on or off: its final test accuracy and when it found it."""
+    space = folder / "all.yaml"
+    space.write_text("source:\n" + "".join(f"  - {source}\n" for source in sources)
+                     + "image_size: 32\nbatch_size: 16\nepochs: 10\nlr: {low: 1.0e-4, high: 1.0e-1, log: true}\n"
+                     "freeze_depth: {low: 0.0, high: 1.0}\n")
+    run_dir = folder / f"prior-{prior}-{seed}"
+    with contextlib.redirect_stdout(io.StringIO()):
+        summary = TransferSearch(dataset=target, space=str(space), trials=trials, run_dir=run_dir, device="cpu",
+                                 seed=seed, quiet=True, rank_prior=prior, refit=False).run()
+    return {"best_trial": summary["best_trial"], "best_value": summary["best_value"]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Score, fine-tune and search; publish the taus, costs and the prior's effect."""
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    load_plugins()
+    tasks = list(TASKS)[:1] if args.quick else list(TASKS)
+    rows, prior_rows, per_source = [], [], []
+    for task in tasks:
+        sources = {name: train_source(name, task, args) for name, *_ in SOURCES}
+        for seed in range(args.seeds):
+            target = f"digits:classes={TASKS[task][1]},per_class={SHOTS},seed={seed},size=32"
+            data = prepare_data(load_dataset(target), 32, seed=seed)
+            with tempfile.TemporaryDirectory() as folder:
+                results = {}
+                for name, source in sources.items():
+                    results[name] = {**score_source(source, data), **fine_tune(source, target, seed, data, Path(folder) / name.replace(" ", "_").replace(",", ""))}
+                    per_source.append([task, str(seed), name, f"{results[name]['logme']:.4f}", f"{results[name]['knn']:.3f}", f"{results[name]['test']:.3f}"])
+                none = fine_tune("timm:test_resnet@none", target, seed, data, Path(folder) / "none")
+                per_source.append([task, str(seed), "random weights (@none)", "-", "-", f"{none['test']:.3f}"])
+                accuracy = [results[name]["test"] for name in sources]
+                taus = {estimator: kendalltau([results[name][estimator] for name in sources], accuracy).statistic
+                        for estimator in ("logme", "knn")}
+                cost = statistics.median(results[name]["seconds"] / results[name]["trial_seconds"] for name in sources)
+                rows.append({"task": task, "seed": seed, **taus, "cost": cost})
+                for prior in (True, False):
+                    found = prior_search([*sources.values(), "timm:test_resnet@none"], target, seed, prior, args.trials, Path(folder))
+                    prior_rows.append({"task": task, "seed": seed, "prior": prior, **found})
+            print(json.dumps(rows[-1]), flush=True)
+    publish("ranking", report(rows, prior_rows, per_source, args), args.quick, args.results)
+
+
+def report(rows: list[dict], prior_rows: list[dict], per_source: list[list[str]], args: argparse.Namespace) -> str:
+    """The Markdown section."""
+    tau_rows = [[row["task"], str(row["seed"]), f"{row['logme']:.2f}", f"{row['knn']:.2f}", f"1/{1 / row['cost']:.0f}"] for row in rows]
+    median_tau = {estimator: statistics.median(row[estimator] for row in rows) for estimator in ("logme", "knn")}
+    cost = statistics.median(row["cost"] for row in rows)
+    found = {prior: [row for row in prior_rows if row["prior"] is prior] for prior in (True, False)}
+    prior_table = [
+        [row_on["task"], str(row_on["seed"]), str(row_on["best_trial"]), str(row_off["best_trial"]),
+         f"{row_on['best_value']:.3f}", f"{row_off['best_value']:.3f}"]
+        for row_on, row_off in zip(found[True], found[False])
+    ]
+    return (
+        section_preamble("Ranking sources: estimators vs fine-tuned accuracy, and the prior (bench/ranking.py)", None)
+        + f"- tasks: digits {', '.join(TASKS)}, {SHOTS} labels per class, {args.seeds} seeds; {len(SOURCES)} pretrained "
+        "sources each (related and unrelated source data, longer and shorter training) plus random weights\n"
+        f"- result: median Kendall tau vs the best fine-tuned test accuracy: LogME **{median_tau['logme']:.2f}**, "
+        f"kNN **{median_tau['knn']:.2f}** (goal >= 0.6); cost **1/{1 / cost:.0f}** of one fine-tuning trial "
+        "(goal <= 1/50), features included\n"
+        f"- prior: the trial that found the final best model, median over runs: on "
+        f"{statistics.median(row['best_trial'] for row in found[True]):.1f}, off "
+        f"{statistics.median(row['best_trial'] for row in found[False]):.1f} ({args.trials} trials each)\n\n"
+        + table(["task", "seed", "tau LogME", "tau kNN", "cost vs one trial"], tau_rows)
+        + "\n\n"
+        + table(["task", "seed", "best trial, prior on", "best trial, prior off", "best val, on", "best val, off"], prior_table)
+        + "\n\n"
+        + table(["task", "seed", "source", "LogME", "kNN", "fine-tuned test"], per_source)
+    )
+
+
+if __name__ == "__main__":
+    main()
