@@ -24,7 +24,7 @@ from pathlib import Path
 
 import timm
 import torch
-from common import median, publish, section_preamble, table
+from common import median, publish, section_preamble, synchronize, table
 from safetensors.torch import save_file
 
 from automl_transfer.data.cache import FeatureStore
@@ -55,8 +55,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def one_trial(args, data: PreparedData, source: str, depth: float, variant: str, cache_dir: Path) -> tuple[float, float]:
-    """Fine-tune once; return ``(seconds, best validation accuracy)``. The model is built before the clock starts."""
+def one_trial(
+    data: PreparedData,
+    source: str,
+    depth: float,
+    variant: str,
+    cache_dir: Path,
+    epochs: int,
+    batch_size: int = 64,
+    device: torch.device = torch.device("cpu"),
+) -> tuple[float, float]:
+    """Fine-tune once; return ``(seconds, best validation accuracy)``. The model is built before the clock starts.
+
+    :param variant: ``without`` (no caches), ``with`` (the frozen front once; a freeze-1 trial
+        reads the features an earlier one stored) or ``with, first`` (the trial that stores them).
+    """
     backbones = BackboneCache()
     torch.manual_seed(0)
     backbone = backbones.build(source)
@@ -64,16 +77,18 @@ def one_trial(args, data: PreparedData, source: str, depth: float, variant: str,
     model = TransferModel(backbone.module, head, backbone.data_config["mean"], backbone.data_config["std"])
     frozen = freeze_backbone(backbone, depth)
     settings = TrialSettings(
-        lr=3e-3, weight_decay=0.05, l2sp=0.0, epochs=args.epochs, batch_size=64, label_smoothing=0.1,
-        augment="none", seed=0, reuse_frozen=variant != "without",
+        lr=3e-3, weight_decay=0.05, l2sp=0.0, epochs=epochs, batch_size=batch_size, label_smoothing=0.1,
+        augment="none", seed=0, reuse_frozen=variant != "without", device=device,
     )
     store = None
     if depth == 1.0 and variant != "without":
         store = FeatureStore(cache_dir / variant, {"data": "bench", "source": source})
         if variant == "with, first":
             store.path.unlink(missing_ok=True)
+    synchronize(device)
     start = time.perf_counter()
     result = fit(model, frozen, data, settings, feature_store=store)
+    synchronize(device)
     return time.perf_counter() - start, result.metrics["accuracy"]
 
 
@@ -90,11 +105,11 @@ def main(argv: list[str] | None = None) -> None:
         source = f"timm:{args.model}@{checkpoint}"
         variants = [(depth, variant) for depth in DEPTHS for variant in ("without", "with")]
         variants.append((1.0, "with, first"))
-        one_trial(args, data, source, 1.0, "with", Path(folder))  # fills the cache "with" reads; warms up
+        one_trial(data, source, 1.0, "with", Path(folder), args.epochs)  # fills the cache "with" reads; warms up
         runs: dict[tuple[float, str], list[tuple[float, float]]] = {variant: [] for variant in variants}
         for _ in range(args.repeats):
             for depth, variant in variants:
-                runs[(depth, variant)].append(one_trial(args, data, source, depth, variant, Path(folder)))
+                runs[(depth, variant)].append(one_trial(data, source, depth, variant, Path(folder), args.epochs))
     seconds = {key: median([run[0] for run in values]) for key, values in runs.items()}
     full = seconds[(0.0, "without")]
     rows = [

@@ -2,8 +2,10 @@
 
 Both train the same randomly initialised timm model on the same synthetic images (no
 download) with bf16 autocast and channels-last on CUDA, eagerly and under ``torch.compile``.
-A trial runs through :func:`automl_transfer.trial_runner.run_trial`, exactly as a search runs
-it; the yardstick is :func:`common.minimal_fit`. Throughput is the training images of an
+A trial runs through :func:`automl_transfer.training.trial.run_trial`, exactly as a search runs
+it; the yardstick is :func:`common.minimal_fit`. A second table times trials at freeze depth 0,
+0.5 and 1 with and without the caches of bench/fast_trials.py (the frozen front computed once,
+a frozen backbone's features read back). Throughput is the training images of an
 epoch over the median epoch time after the first (which pays for compilation and warmup),
 with the epoch's validation pass (1/16 of the training images) included on both sides.
 
@@ -25,11 +27,14 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
+import tempfile
 from pathlib import Path
 
 import timm
 import torch
 from common import EpochClock, median, minimal_fit, publish, section_preamble, table
+from fast_trials import one_trial
+from safetensors.torch import save_file
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -66,6 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, help="epochs per run; the first is not timed (default 4)")
     parser.add_argument("--repeats", type=int, help="interleaved runs of each variant; the median is kept (default 2)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants")
+    parser.add_argument("--no-caches", action="store_true", help="skip the trials with and without the caches")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto; cpu with --quick)")
     parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak, for unlisted GPUs")
     parser.add_argument(
@@ -241,8 +247,32 @@ def main(argv: list[str] | None = None) -> int:
         + table(header, rows)
         + "\n"
     )
+    if not args.no_caches:
+        body += "\n" + cache_rows(args.models.split(",")[0], data, args, device)
     publish("gpu", body, args.quick, args.results)
     return 0
+
+
+def cache_rows(model_name: str, data: PreparedData, args: argparse.Namespace, device: torch.device) -> str:
+    """Time trials at freeze depth 0, 0.5 and 1 with and without the caches (see bench/fast_trials.py)."""
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = Path(folder) / f"{model_name}.safetensors"
+        save_file(timm.create_model(model_name, num_classes=0).state_dict(), checkpoint)
+        source = f"timm:{model_name}@{checkpoint}"
+        one_trial(data, source, 1.0, "with", Path(folder), args.epochs, args.batch_size, device)  # fills the cache
+        seconds = {
+            (depth, variant): one_trial(data, source, depth, variant, Path(folder), args.epochs, args.batch_size, device)[0]
+            for depth in (0.0, 0.5, 1.0)
+            for variant in ("without", "with")
+        }
+    full = seconds[(0.0, "without")]
+    rows = [[f"{depth:g}", variant, f"{value:.2f}", f"{full / value:.1f}x"] for (depth, variant), value in seconds.items()]
+    return (
+        f"Trial time with and without the caches ({model_name}, {args.epochs} epochs, one run each; a freeze-1 trial "
+        "reads the features an earlier trial stored):\n\n"
+        + table(["freeze depth", "caches", "seconds", "vs freeze 0"], rows)
+        + "\n"
+    )
 
 
 if __name__ == "__main__":
