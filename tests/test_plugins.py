@@ -528,3 +528,12 @@ def test_the_plugin_api_imports_no_torch_timm_or_optuna():
     code = "import sys, automl_transfer.plugin; print(sorted({'torch', 'timm', 'optuna'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_tracing_shows_every_hook_call_on_stderr():
+    environment = {**os.environ, "AUTOML_TRANSFER_TRACE_PLUGINS": "1"}
+    result = subprocess.run([sys.executable, "-m", "automl_transfer", "plugins", "--json"], env=environment,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "register_heads [hook]" in result.stderr and "finish register_heads" in result.stderr
+    assert json.loads(result.stdout)["plugins"]  # the listing itself is untouched
