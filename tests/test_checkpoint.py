@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,21 @@ def test_save_best_if_better_keeps_the_better_model(tmp_path):
     assert info["value"] == 0.75  # the value argument wins over info.value
     assert state["head.bias"][0].item() == 0.75
     assert len(list((tmp_path / ".best").iterdir())) == 1
+
+
+def test_equal_scores_are_told_apart_by_the_validation_loss(tmp_path):
+    def info(val_loss):
+        return replace(make_info(), metrics={"accuracy": 0.8, "val_loss": val_loss})
+
+    assert save_best_if_better(tmp_path, small_model(0.125), info(0.9), 0.8, "maximize")
+    assert not save_best_if_better(tmp_path, small_model(0.25), info(1.2), 0.8, "maximize")  # worse loss
+    assert not save_best_if_better(tmp_path, small_model(0.375), make_info(), 0.8, "maximize")  # no loss: first kept
+    assert save_best_if_better(tmp_path, small_model(0.5), info(0.5), 0.8, "maximize")  # same accuracy, lower loss
+    assert not save_best_if_better(tmp_path, small_model(0.625), info(0.1), 0.7, "maximize")  # the metric comes first
+
+    saved, state = load_best(tmp_path)
+    assert saved["metrics"]["val_loss"] == 0.5
+    assert state["head.bias"][0].item() == 0.5
 
 
 def test_minimize_and_bad_direction(tmp_path):

@@ -148,5 +148,5 @@ def make_pruner(config: SearchConfig) -> optuna.pruners.BasePruner:
     if config.pruner == "hyperband":
         return AfterWarmup(optuna.pruners.HyperbandPruner(min_resource=2, max_resource="auto"))
     if config.pruner == "median":
-        return AfterWarmup(optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
+        return AfterWarmup(optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=3))
     return optuna.pruners.NopPruner()

@@ -117,6 +117,7 @@ class TrialRunner:
                 trial.set_user_attr("batch_size_used", trained.batch_size)
                 trial.set_user_attr("best_epoch", trained.best_epoch)
                 trial.set_user_attr("frozen_reuse", trained.frozen_reuse)
+                trial.set_user_attr("metrics", trained.metrics)  # val_loss breaks ties on the metric
                 info = self.model_info(trial.number, trained, value)
                 save_best_if_better(context.run_dir, trained.model, info, value, context.direction)
                 self._finish(study, trial, TrialState.COMPLETE, value=value)

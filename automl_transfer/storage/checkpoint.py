@@ -98,7 +98,9 @@ def save_best_if_better(
     :param value: the objective value ``model`` reached; a NaN or infinite value never wins.
     :param direction: ``"maximize"`` or ``"minimize"`` (or an ``optuna.study.StudyDirection``).
     :returns: ``True`` when ``model`` was written, ``False`` when the recorded best is at
-        least as good (ties keep the earlier model).
+        least as good. Equal values are told apart by the validation loss in the models'
+        ``metrics`` (the lower wins: a validation split of a few images ties often); with
+        equal or missing losses the earlier model is kept.
     :raises ValueError: for an unknown ``direction`` or a field :class:`BestModelInfo` lacks.
     :raises RunDirError: when the recorded best cannot be read, ``best`` is not our link,
         or ``info`` lacks a required field.
@@ -110,7 +112,7 @@ def save_best_if_better(
     with _best_lock(run_dir):
         _remove_leftovers(run_dir)
         current = read_best_info(run_dir)
-        if not _beats(value, None if current is None else current.get("value"), maximize):
+        if not _beats(value, info.metrics.get("val_loss"), current, maximize):
             return False
         _write_and_switch(run_dir, model, replace(info, value=value))
         return True
@@ -233,12 +235,21 @@ def _is_maximize(direction: Any) -> bool:
     return name == "maximize"
 
 
-def _beats(value: float, current: Any, maximize: bool) -> bool:
+def _beats(value: float, val_loss: Any, current: Mapping[str, Any] | None, maximize: bool) -> bool:
+    """Whether a model scoring ``value`` (validation loss ``val_loss``) beats the ``current`` best's model.json."""
     if not math.isfinite(value):
         return False
-    if not isinstance(current, (int, float)) or not math.isfinite(current):
+    current_value = None if current is None else current.get("value")
+    if not _finite(current_value):
         return True
-    return value > current if maximize else value < current
+    if value != current_value:
+        return value > current_value if maximize else value < current_value
+    current_loss = current.get("metrics", {}).get("val_loss")
+    return _finite(val_loss) and _finite(current_loss) and val_loss < current_loss
+
+
+def _finite(number: Any) -> bool:
+    return isinstance(number, (int, float)) and math.isfinite(number)
 
 
 @contextmanager
