@@ -23,7 +23,7 @@ scikit-learn's bundled handwritten digits, with no download:
    ``automl-transfer predict RUN_DIR RUN_DIR/samples`` would.
 
 Running it again resumes the finished searches (nothing is trained again); ``--fresh``
-starts them over.
+starts them over, and so does a change to the demo's spaces or tasks (a new version).
 """
 
 from __future__ import annotations
@@ -205,7 +205,10 @@ def write_space(path: Path, sources: list[str], settings: DemoSettings) -> Path:
 
 
 def run_search(space: Path, run_dir: Path, study_name: str, settings: DemoSettings) -> dict[str, Any]:
-    """Run (or resume) a target search over ``space`` in ``run_dir``; return its summary."""
+    """Run (or resume) a target search over ``space`` in ``run_dir``; return its summary.
+
+    A study left by another version of the demo (another space or task) is replaced, not an error.
+    """
     return TransferSearch(
         dataset=target_dataset(settings),
         space=str(space),
@@ -216,6 +219,7 @@ def run_search(space: Path, run_dir: Path, study_name: str, settings: DemoSettin
         seed=settings.seed,
         metric="accuracy",
         val_fraction=0.5,
+        force_new=True,
         quiet=settings.quiet,
     ).run()
 
