@@ -77,7 +77,7 @@ def write_section(name: str, markdown: str, path: Path = RESULTS_PATH) -> None:
     Sections sit between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` markers, so each
     benchmark rewrites only its own.
 
-    :param name: the section's key (``overhead``, ``search-efficiency``, ``gpu``...).
+    :param name: the section's key (``overhead``, ``search-quality``, ``gpu``...).
     :param markdown: the section's content, heading included.
     :param path: the results file (created with a short header when missing).
     """

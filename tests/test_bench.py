@@ -107,20 +107,6 @@ def test_overhead_bench_quick_runs_both_comparisons(tmp_path):
 
 
 @pytest.mark.slow
-def test_search_efficiency_bench_quick_compares_both_searches(tmp_path):
-    results = tmp_path / "RESULTS.md"
-
-    finished = _run_bench("search_efficiency.py", "--results", str(results), cwd=tmp_path)
-
-    assert finished.returncode == 0, finished.stderr
-    section = _section(results, "search-efficiency")
-    assert re.search(r"in \d of 1 seeds; median share of the budget it needed \(never = infinite\): \*\*(\d+|inf)%\*\*", section)
-    assert "| random |" in section and "| ours |" in section
-    assert not (tmp_path / ".cache").exists()  # quick mode keeps its sources out of the demo's cache
-
-
-
-@pytest.mark.slow
 def test_fast_trials_bench_quick_times_every_depth_with_and_without_caches(tmp_path):
     results = tmp_path / "RESULTS.md"
 
