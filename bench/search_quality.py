@@ -149,7 +149,9 @@ def main(argv: list[str] | None = None) -> None:
             done.append(record)
             print(f"{len(done)}: {record['method']} | {record['task']} | {record['shots']} | {record['seed']}: "
                   f"{record['test']:.3f}", flush=True)
-    publish("search-quality", report(done, args), args.quick, args.results)
+    planned = {(job["method"], job["task"], job["shots"], job["seed"]) for job in planned_runs(args)}
+    runs = [run for run in done if (run["method"], run["task"], run["shots"], run["seed"]) in planned]
+    publish("search-quality", report(runs, args), args.quick, args.results)
 
 
 def report(runs: list[dict], args: argparse.Namespace) -> str:
