@@ -36,6 +36,7 @@ class ConsoleObserver:
         self.trial_task: Any = None
         self.phase_task: Any = None
         self.epoch_started = 0.0
+        self.trial_epochs: int | None = None
 
     @hookimpl
     def search_start(self, run_dir, study, settings):
@@ -65,6 +66,7 @@ class ConsoleObserver:
         if self.phase_task is None:
             self.phase_task = self.progress.add_task(phase, total=total, completed=done)
         self.progress.update(self.phase_task, description=phase, completed=done, total=total)
+        self.progress.refresh()
         if total is not None and done >= total:
             self.progress.remove_task(self.phase_task)
             self.phase_task = None
@@ -75,7 +77,11 @@ class ConsoleObserver:
         """Add the running trial's line."""
         if self.show_progress:
             self.epoch_started = time.monotonic()
-            self.trial_task = self.progress.add_task(f"trial {trial.number}", total=params.get("epochs"))
+            self.trial_epochs = params.get("epochs")
+            self.trial_task = self.progress.add_task(
+                f"trial {trial.number}  epoch 0/{self.trial_epochs}", total=self.trial_epochs
+            )
+            self.progress.refresh()
 
     @hookimpl
     def epoch_end(self, trial, epoch, metrics):
@@ -88,9 +94,9 @@ class ConsoleObserver:
         key = "val_loss" if self.metric == "loss" else self.metric
         value = metrics.get(key)
         shown = f"{self.metric}={value:.4f}" if isinstance(value, float) else ""
-        self.progress.update(
-            self.trial_task, completed=epoch, description=f"trial {trial.number}: {shown}  {speed:,.0f} img/s"
-        )
+        description = f"trial {trial.number}  epoch {epoch}/{self.trial_epochs}  {shown}  {speed:,.0f} img/s"
+        self.progress.update(self.trial_task, completed=epoch, description=description)
+        self.progress.refresh()  # epochs can be shorter than the display's refresh period
 
     @hookimpl
     def trial_end(self, trial, state, value, reason):

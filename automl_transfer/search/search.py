@@ -41,6 +41,7 @@ from automl_transfer.search.config import (
     make_sampler,
 )
 from automl_transfer.search.counting import finished_count
+from automl_transfer.search.phases import Phase
 from automl_transfer.search.record import (
     JobSettings,
     SearchIdentity,
@@ -220,19 +221,25 @@ class TransferSearch:
         return settings
 
     def prepare(self, image_size: int, interpolation: str) -> PreparedData:
-        """Return the dataset decoded at ``image_size``, decoding it at most once per process."""
+        """Return the dataset decoded at ``image_size``, decoding it at most once per process.
+
+        While images are decoded (not when they come from the run dir's cache) the observers
+        hear ``search_phase("decoding images (S px)", done, total)``.
+        """
         key = (image_size, interpolation)
         if key not in self._prepared:
-            self._prepared[key] = prepare_data(
-                self.dataset,
-                image_size,
-                interpolation=interpolation,
-                val_fraction=self.config.val_fraction,
-                seed=self.config.seed,
-                skip_bad_images=self.config.skip_bad_images,
-                cache_dir=self.config.run_dir / CACHE_NAME,
-                fingerprint=self.fingerprint,
-            )
+            with Phase(f"decoding images ({image_size} px)") as progress:
+                self._prepared[key] = prepare_data(
+                    self.dataset,
+                    image_size,
+                    interpolation=interpolation,
+                    val_fraction=self.config.val_fraction,
+                    seed=self.config.seed,
+                    skip_bad_images=self.config.skip_bad_images,
+                    cache_dir=self.config.run_dir / CACHE_NAME,
+                    fingerprint=self.fingerprint,
+                    progress=progress,
+                )
         return self._prepared[key]
 
     def target(self, study: optuna.Study) -> int:
