@@ -8,7 +8,8 @@ party's observer uses; ``--disable-plugins console`` silences it. What it shows:
   line for work outside trials (decoding images, caching features, refitting);
 - one line per finished trial on stderr, ``trial N: accuracy=0.9312 [source=..., lr=...]``
   with the trial's searched parameters, on a terminal or not;
-- the leaderboard on stdout when the search ends.
+- the leaderboard on stdout when the search ends, and the final best model's scores on
+  held-out images when the search scored it (``summary["test"]``).
 
 With ``quiet`` only the leaderboard is printed. A worker process (``automl-transfer worker``)
 prints its trial lines and nothing else.
@@ -117,10 +118,19 @@ class ConsoleObserver:
 
     @hookimpl
     def search_end(self, run_dir, study, summary):
-        """Remove the live display and print the leaderboard on stdout."""
+        """Remove the live display; print the leaderboard and the held-out score on stdout."""
         self.stop_display()
         console = wide_console()
         console.print(leaderboard(study, self.metric, console))
+        test = summary.get("test")
+        if test:
+            where = (f"the test split of {test['dataset']}" if test["split"] == "test"
+                     else f"all images of {test['dataset']}")
+            console.print(
+                f"best model (trial {test['trial']}) on held-out images: accuracy {test['accuracy']:.4f}, "
+                f"macro-F1 {test['macro_f1']:.4f} on {where} ({test['n_images']} images)",
+                highlight=False, markup=False, soft_wrap=True,
+            )
         self.study = None
         self.quiet = False
 

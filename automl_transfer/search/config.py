@@ -63,6 +63,8 @@ class SearchConfig:
         (``False``: keep the selected trial's own model).
     :param rank_prior: when the study is created, rank the sources by transferability and
         run their start points best first (``False``: in the space's order, no ranking).
+    :param test: a dataset ``PLUGIN[:LOCATION]`` to score the final best model on (its test
+        split, or all its images); default the search dataset's own test split, if any.
     """
 
     dataset: str
@@ -87,6 +89,7 @@ class SearchConfig:
     heartbeat_interval: int = HEARTBEAT_INTERVAL
     refit: bool = True
     rank_prior: bool = True
+    test: str | None = None
 
     def __post_init__(self) -> None:
         if self.trials is None or int(self.trials) < 1:

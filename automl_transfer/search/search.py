@@ -41,6 +41,7 @@ from automl_transfer.search.config import (
     make_sampler,
 )
 from automl_transfer.search.counting import finished_count
+from automl_transfer.search.final_score import held_out_data, score_final_model
 from automl_transfer.search.phases import Phase
 from automl_transfer.search.record import (
     JobSettings,
@@ -95,6 +96,7 @@ class TransferSearch:
         self.storage: optuna.storages.BaseStorage | None = None
         self.runner: TrialRunner | None = None
         self.backbones = BackboneCache()
+        self.held_out: ImageDataset | None = None
 
     def run(self) -> dict[str, Any]:
         """Run trials until the study holds ``trials`` counted ones or the timeout passes.
@@ -102,6 +104,9 @@ class TransferSearch:
         Ctrl-C and SIGTERM stop it: each running trial is recorded as failed (``interrupted``)
         and re-queued, so running the same search again resumes it. Then, with ``refit``, the
         winner is trained again on every labelled image (:mod:`automl_transfer.search.refit`).
+
+        At the end the best model is scored on held-out images (``test``, or the dataset's
+        test split; see :mod:`automl_transfer.search.final_score`) into the summary's ``test``.
 
         :returns: the summary written to ``summary.json``.
         :raises AutoMLTransferError: bad input, found before any training.
@@ -111,6 +116,7 @@ class TransferSearch:
             study = self.open()
             deadline = None if self.config.timeout is None else time.monotonic() + self.config.timeout
             call_observers("search_start", run_dir=self.config.run_dir, study=study, settings=self.settings())
+            test = None
             try:
                 if self.config.workers == 1:
                     self.work(study, deadline)
@@ -119,8 +125,10 @@ class TransferSearch:
                 # workers=0: open() recorded the search; `automl-transfer worker` processes run it
                 if self.config.refit and self.config.workers > 0:
                     refit_best(self.runner, study, self.config.seed)
+                if self.config.workers > 0 and self.held_out is not None:
+                    test = score_final_model(self.config.run_dir, self.held_out, self.device, self.config.skip_bad_images)
             finally:
-                summary = write_summary(study, self.config.metric, self.config.run_dir)
+                summary = write_summary(study, self.config.metric, self.config.run_dir, test=test)
                 call_observers("search_end", run_dir=self.config.run_dir, study=study, summary=summary)
         return summary
 
@@ -280,6 +288,7 @@ class TransferSearch:
         self.space = load_space(self.config.space, origin=f"the space of study {self.config.study!r}")
         self.dataset = read_dataset(self.config.dataset)
         self.fingerprint = dataset_fingerprint(self.dataset)
+        self.held_out = held_out_data(self.config.test, self.dataset)
         self.devices = self.worker_devices()
         self.device = resolve_device(self.devices[0] if self.config.devices else self.config.device)
         return self.space, self.dataset, check_sources(self.space.sources, self.backbones)
