@@ -70,6 +70,19 @@ def add_search_flags(parser: argparse.ArgumentParser) -> None:
         "--no-rank-prior keeps the space's order",
     )
     parser.add_argument(
+        "--weights",
+        choices=("pretrained", "none"),
+        help="none: start every source of the space from random weights, nothing downloaded "
+        "(default pretrained: the weights the space names)",
+    )
+    parser.add_argument(
+        "--weights-dir",
+        type=Path,
+        metavar="DIR",
+        help="start sources with pretrained weights from DIR/MODEL.safetensors (or MODEL.TAG.safetensors) "
+        "where that file exists",
+    )
+    parser.add_argument(
         "--test",
         metavar="DATASET",
         help="score the final best model on this dataset's test split (or all its images) into summary.json "

@@ -55,6 +55,7 @@ from automl_transfer.search.record import (
 from automl_transfer.search.recovery import recover_lost_trials
 from automl_transfer.search.refit import refit_best
 from automl_transfer.search.signals import interrupt_on_signals
+from automl_transfer.search.sources import apply_weights_choice, check_sources
 from automl_transfer.search.summary import write_summary
 from automl_transfer.search.trials import TrialContext, TrialRunner
 from automl_transfer.search.workers import run_workers
@@ -226,6 +227,7 @@ class TransferSearch:
         """Return the search's settings as a JSON-ready dict (for observers and reports)."""
         settings = asdict(self.config)
         settings["run_dir"] = str(self.config.run_dir)
+        settings["weights_dir"] = None if self.config.weights_dir is None else str(self.config.weights_dir)
         return settings
 
     def prepare(self, image_size: int, interpolation: str) -> PreparedData:
@@ -285,7 +287,8 @@ class TransferSearch:
         :returns: the space, the dataset and each source's data config.
         """
         load_plugins()
-        self.space = load_space(self.config.space, origin=f"the space of study {self.config.study!r}")
+        space = load_space(self.config.space, origin=f"the space of study {self.config.study!r}")
+        self.space = apply_weights_choice(space, self.config.weights, self.config.weights_dir)
         self.dataset = read_dataset(self.config.dataset)
         self.fingerprint = dataset_fingerprint(self.dataset)
         self.held_out = held_out_data(self.config.test, self.dataset)
@@ -403,16 +406,6 @@ class TransferSearch:
             self.config.run_dir / CACHE_NAME,
             on_source,
         )
-
-
-def check_sources(sources: list[str], backbones: BackboneCache) -> dict[str, dict[str, Any]]:
-    """Build every source once, so a bad name or unreachable weights fail before any training.
-
-    :param backbones: keeps what is built for the trials.
-    :returns: each source's data config (input size, mean, std, interpolation).
-    :raises AutoMLTransferError: a source that cannot be parsed, found or loaded.
-    """
-    return {source: backbones.build(source).data_config for source in dict.fromkeys(sources)}
 
 
 def _random_weights(source: str) -> bool:
