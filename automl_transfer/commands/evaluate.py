@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from automl_transfer.commands.predict import _positive_int
+from automl_transfer.commands.arguments import positive_int
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -23,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("dataset", help="PLUGIN[:LOCATION], e.g. imagefolder:data/pets-test or csv:test.csv")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    parser.add_argument("--batch-size", type=_positive_int, default=64, help="images per forward pass (default 64)")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass (default 64)")
     parser.add_argument("--skip-bad-images", action="store_true", help="skip and count unreadable images")
 
 
