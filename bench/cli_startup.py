@@ -26,13 +26,13 @@ COMMANDS = {"--help": 0.5, "plugins --json": 1.5}
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Read the command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="3 runs of each: proves the script works")
+    parser.add_argument("--quick", action="store_true", help="1 run of each: proves the script works")
     parser.add_argument("--repeats", type=int, help="timed runs of each command (default 21)")
     parser.add_argument(
         "--results", type=Path, help="results file to update (default bench/RESULTS.md; not written by --quick)"
     )
     args = parser.parse_args(argv)
-    args.repeats = args.repeats or (3 if args.quick else 21)
+    args.repeats = args.repeats or (1 if args.quick else 21)
     return args
 
 

@@ -56,10 +56,14 @@ class ConsoleObserver:
 
     @hookimpl
     def search_phase(self, phase, done, total):
-        """Show work outside trials: a live line on a terminal, a line at its start otherwise."""
+        """Show work outside trials: a live line on a terminal, a line at its start otherwise.
+
+        Worker processes (and a parent of workers) never draw a live display: several would
+        overwrite each other on the terminal they share.
+        """
         if self.quiet:
             return
-        if not self.stderr().is_terminal:
+        if not self.stderr().is_terminal or (self.study is not None and not self.show_progress):
             if done == 0 and self.study is not None:
                 self.console.print(f"{phase}{'' if total is None else f' ({total})'} ...", highlight=False, markup=False)
             return
