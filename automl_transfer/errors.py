@@ -35,6 +35,19 @@ class WeightsError(AutoMLTransferError):
     """Pretrained weights that cannot be reached, are unsafe to load or do not fit the model."""
 
 
+class WeightsUnreachableError(WeightsError):
+    """Pretrained weights that can be neither downloaded nor found in the cache.
+
+    :param message: the whole message, naming the weights and the alternatives.
+    :param reason: the underlying failure in a few words (``OfflineModeIsEnabled: ...``), so
+        that one message can list several unreachable sources.
+    """
+
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason
+
+
 class RunDirError(AutoMLTransferError):
     """A run directory that cannot be written or holds a different search than the one asked for."""
 

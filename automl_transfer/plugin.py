@@ -28,7 +28,9 @@ Names:
   trial counts of a study (imported on first use).
 - The errors: ``AutoMLTransferError`` and its subclasses ``PluginError``, ``DatasetError``,
   ``WeightsError``, ``UnknownComponentError``; raise them for problems the user can fix: the
-  CLI prints their message on one line.
+  CLI prints their message on one line. A backbone builder raises ``WeightsUnreachableError``
+  (a ``WeightsError`` with a short ``reason``) for pretrained weights it can neither download
+  nor find in its cache, so that the search lists every such source in one message.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from automl_transfer.errors import (
     PluginError,
     UnknownComponentError,
     WeightsError,
+    WeightsUnreachableError,
 )
 from automl_transfer.registry import get_component, register_plugin, unregister_plugin
 
@@ -67,6 +70,7 @@ __all__ = [
     "PluginError",
     "UnknownComponentError",
     "WeightsError",
+    "WeightsUnreachableError",
     "get_component",
     "hookimpl",
     "image_extensions",

@@ -8,7 +8,8 @@ party's observer uses; ``--disable-plugins console`` silences it. What it shows:
   line for work outside trials (decoding images, caching features, refitting);
 - one line per finished trial on stderr, ``trial N: accuracy=0.9312 [source=..., lr=...]``
   with the trial's searched parameters, on a terminal or not;
-- the leaderboard on stdout when the search ends.
+- the leaderboard on stdout when the search ends, and the final best model's scores on
+  held-out images when the search scored it (``summary["test"]``).
 
 With ``quiet`` only the leaderboard is printed. A worker process (``automl-transfer worker``)
 prints its trial lines and nothing else.
@@ -36,6 +37,7 @@ class ConsoleObserver:
         self.trial_task: Any = None
         self.phase_task: Any = None
         self.epoch_started = 0.0
+        self.trial_epochs: int | None = None
 
     @hookimpl
     def search_start(self, run_dir, study, settings):
@@ -54,10 +56,14 @@ class ConsoleObserver:
 
     @hookimpl
     def search_phase(self, phase, done, total):
-        """Show work outside trials: a live line on a terminal, a line at its start otherwise."""
+        """Show work outside trials: a live line on a terminal, a line at its start otherwise.
+
+        Worker processes (and a parent of workers) never draw a live display: several would
+        overwrite each other on the terminal they share.
+        """
         if self.quiet:
             return
-        if not self.stderr().is_terminal:
+        if not self.stderr().is_terminal or (self.study is not None and not self.show_progress):
             if done == 0 and self.study is not None:
                 self.console.print(f"{phase}{'' if total is None else f' ({total})'} ...", highlight=False, markup=False)
             return
@@ -65,6 +71,7 @@ class ConsoleObserver:
         if self.phase_task is None:
             self.phase_task = self.progress.add_task(phase, total=total, completed=done)
         self.progress.update(self.phase_task, description=phase, completed=done, total=total)
+        self.progress.refresh()
         if total is not None and done >= total:
             self.progress.remove_task(self.phase_task)
             self.phase_task = None
@@ -75,7 +82,11 @@ class ConsoleObserver:
         """Add the running trial's line."""
         if self.show_progress:
             self.epoch_started = time.monotonic()
-            self.trial_task = self.progress.add_task(f"trial {trial.number}", total=params.get("epochs"))
+            self.trial_epochs = params.get("epochs")
+            self.trial_task = self.progress.add_task(
+                f"trial {trial.number}  epoch 0/{self.trial_epochs}", total=self.trial_epochs
+            )
+            self.progress.refresh()
 
     @hookimpl
     def epoch_end(self, trial, epoch, metrics):
@@ -88,9 +99,9 @@ class ConsoleObserver:
         key = "val_loss" if self.metric == "loss" else self.metric
         value = metrics.get(key)
         shown = f"{self.metric}={value:.4f}" if isinstance(value, float) else ""
-        self.progress.update(
-            self.trial_task, completed=epoch, description=f"trial {trial.number}: {shown}  {speed:,.0f} img/s"
-        )
+        description = f"trial {trial.number}  epoch {epoch}/{self.trial_epochs}  {shown}  {speed:,.0f} img/s"
+        self.progress.update(self.trial_task, completed=epoch, description=description)
+        self.progress.refresh()  # epochs can be shorter than the display's refresh period
 
     @hookimpl
     def trial_end(self, trial, state, value, reason):
@@ -111,10 +122,19 @@ class ConsoleObserver:
 
     @hookimpl
     def search_end(self, run_dir, study, summary):
-        """Remove the live display and print the leaderboard on stdout."""
+        """Remove the live display; print the leaderboard and the held-out score on stdout."""
         self.stop_display()
         console = wide_console()
         console.print(leaderboard(study, self.metric, console))
+        test = summary.get("test")
+        if test:
+            where = (f"the test split of {test['dataset']}" if test["split"] == "test"
+                     else f"all images of {test['dataset']}")
+            console.print(
+                f"best model (trial {test['trial']}) on held-out images: accuracy {test['accuracy']:.4f}, "
+                f"macro-F1 {test['macro_f1']:.4f} on {where} ({test['n_images']} images)",
+                highlight=False, markup=False, soft_wrap=True,
+            )
         self.study = None
         self.quiet = False
 

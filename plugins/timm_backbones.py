@@ -31,6 +31,7 @@ from automl_transfer.plugin import (
     Backbone,
     UnknownComponentError,
     WeightsError,
+    WeightsUnreachableError,
     hookimpl,
 )
 
@@ -186,13 +187,14 @@ def _check_weights_reachable(name: str, model: str) -> None:
         raise _unreachable(model, f"{name} from the Hugging Face Hub repository {repo_id}", error) from error
 
 
-def _unreachable(model: str, what: str, error: BaseException) -> WeightsError:
+def _unreachable(model: str, what: str, error: BaseException) -> WeightsUnreachableError:
     from huggingface_hub import constants as hub_constants
 
     reason = " ".join(str(error).split()) or type(error).__name__
     cache = hub_constants.HF_HUB_CACHE
-    return WeightsError(
+    return WeightsUnreachableError(
         f"pretrained weights {what} could not be downloaded and are not in the cache ({cache}): {reason}. "
         f"Download them once while online, or start from a local file with timm:{model}@/path/to/weights.safetensors, "
-        f"or from random weights with timm:{model}@none"
+        f"or from random weights with timm:{model}@none",
+        reason=reason,
     )

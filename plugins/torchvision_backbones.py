@@ -34,6 +34,7 @@ from automl_transfer.plugin import (
     Backbone,
     UnknownComponentError,
     WeightsError,
+    WeightsUnreachableError,
     hookimpl,
 )
 
@@ -101,11 +102,13 @@ def build_torchvision_backbone(model: str, weights: str | None) -> Backbone:
     try:
         network = models.get_model(model, weights=chosen)
     except OSError as error:
-        raise WeightsError(
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise WeightsUnreachableError(
             f"pretrained weights torchvision:{model}@{chosen.name} could not be downloaded from {chosen.url} "
             f"and are not in torch's cache ({Path(torch.hub.get_dir()) / 'checkpoints'}): "
-            f"{' '.join(str(error).split())}. Download them once while online, or start from a local file with "
-            f"torchvision:{model}@/path/to/weights.safetensors, or from random weights with torchvision:{model}@none"
+            f"{reason}. Download them once while online, or start from a local file with "
+            f"torchvision:{model}@/path/to/weights.safetensors, or from random weights with torchvision:{model}@none",
+            reason=reason,
         ) from error
     num_features = _drop_final_linear(network, CLASSIFIERS[family])
     reference = chosen or weights_enum.DEFAULT

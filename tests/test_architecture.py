@@ -141,3 +141,16 @@ def test_modules_and_functions_stay_small(path: Path):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             length = node.end_lineno - node.lineno + 1
             assert length <= MAX_FUNCTION_LINES, f"{path.name}: {node.name} has {length} lines"
+
+
+def test_building_the_cli_parser_imports_no_heavy_library():
+    """Every command imports torch, optuna, timm ... inside run(), so `--help` answers at once."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from automl_transfer.commands.cli import build_parser; build_parser(); "
+        "print(sorted({'torch', 'timm', 'optuna', 'numpy', 'PIL', 'rich', 'plotly', 'onnx'} & set(sys.modules)))"
+    )
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert imported.strip() == "[]"

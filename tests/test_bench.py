@@ -131,3 +131,14 @@ def test_search_quality_bench_quick_runs_every_method(tmp_path):
                    "ours without 1", "ours without 2", "ours without 3", "ours without 4", "ours without 5"):
         assert f"| {method}" in section
     assert re.search(r"ours >= the hand-written loop \(median\) on \*\*\d of 1\*\* task columns", section)
+
+
+def test_cli_startup_bench_quick_times_both_commands(tmp_path):
+    results = tmp_path / "RESULTS.md"
+
+    finished = _run_bench("cli_startup.py", "--results", str(results), cwd=tmp_path)
+
+    assert finished.returncode == 0, finished.stderr
+    section = _section(results, "cli-startup")
+    medians = {name: float(value) for name, value in re.findall(r"\| `automl-transfer ([^`]+)` \| \*\*([0-9.]+)\*\*", section)}
+    assert set(medians) == {"--help", "plugins --json"} and all(value > 0 for value in medians.values())

@@ -19,17 +19,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the report and write the plots into ``RUN_DIR/report``.
+    """Print the report and write the plots into ``RUN_DIR/report`` (see :mod:`automl_transfer.reporting.plots`).
 
     :raises AutoMLTransferError: no search in the run dir, or an unreachable storage.
     """
+    import json
+
     import optuna
 
+    from automl_transfer.reporting.evaluation import score_line
     from automl_transfer.reporting.leaderboard import leaderboard, wide_console
     from automl_transfer.reporting.plots import importance_table, write_plots
     from automl_transfer.reporting.sources import source_table
     from automl_transfer.search.record import recorded_identity, recorded_ranking
     from automl_transfer.storage.backends import open_run_storage, pick_study
+    from automl_transfer.storage.run_dir import SUMMARY_NAME
 
     storage = open_run_storage(args.run_dir, args.storage)
     name = pick_study(storage, args.study, args.run_dir)
@@ -43,6 +47,10 @@ def run(args: argparse.Namespace) -> int:
     importances = importance_table(study)
     if importances is not None:
         console.print(importances)
-    for path in write_plots(study, args.run_dir / REPORT_DIR):
+    summary_path = args.run_dir / SUMMARY_NAME
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    if summary and summary.get("test"):
+        console.print(f"Held-out images: {score_line(summary['test'])}", highlight=False, soft_wrap=True)
+    for path in write_plots(study, args.run_dir / REPORT_DIR, metric, summary):
         console.print(f"wrote {path}", highlight=False)
     return 0

@@ -69,7 +69,31 @@ def add_search_flags(parser: argparse.ArgumentParser) -> None:
         help="rank the sources by transferability when the study is created and try the best first (default); "
         "--no-rank-prior keeps the space's order",
     )
+    add_weights_and_test_flags(parser)
     parser.add_argument("--config", type=Path, help="job YAML whose keys are these flags' names")
+
+
+def add_weights_and_test_flags(parser: argparse.ArgumentParser) -> None:
+    """Add ``--weights``, ``--weights-dir`` (running sources offline) and ``--test`` (held-out scoring)."""
+    parser.add_argument(
+        "--weights",
+        choices=("pretrained", "none"),
+        help="none: start every source of the space from random weights, nothing downloaded "
+        "(default pretrained: the weights the space names)",
+    )
+    parser.add_argument(
+        "--weights-dir",
+        type=Path,
+        metavar="DIR",
+        help="start sources with pretrained weights from DIR/MODEL.safetensors (or MODEL.TAG.safetensors) "
+        "where that file exists",
+    )
+    parser.add_argument(
+        "--test",
+        metavar="DATASET",
+        help="score the final best model on this dataset's test split (or all its images) into summary.json "
+        "(default: the search dataset's own test split, when it has one)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> SearchConfig:

@@ -10,7 +10,7 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -120,7 +120,8 @@ def _decode_one(item: ImageItem, image_size: int, interpolation: str) -> torch.T
 
 
 def decode_images(items: Sequence[tuple[ImageItem, int]], image_size: int, interpolation: str,
-                  skip_bad_images: bool = False) -> tuple[torch.Tensor, torch.Tensor, int]:
+                  skip_bad_images: bool = False,
+                  on_decoded: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Read and size every item with :func:`read_image` and :func:`resize_to_tensor`, in threads.
 
     PIL releases the GIL while it decodes and resizes, so a thread per core decodes in parallel.
@@ -130,6 +131,8 @@ def decode_images(items: Sequence[tuple[ImageItem, int]], image_size: int, inter
     :param interpolation: one of :data:`INTERPOLATIONS`.
     :param skip_bad_images: leave unreadable images out (logging a warning for each)
         instead of raising.
+    :param on_decoded: called with the number of items handled so far after each one, in
+        order (for a progress display).
     :returns: ``(images, labels, n_skipped)``: ``uint8 (N, 3, S, S)``, ``int64 (N,)`` and the
         number of unreadable images left out.
     :raises DatasetError: naming the first unreadable image, unless ``skip_bad_images``.
@@ -148,6 +151,8 @@ def decode_images(items: Sequence[tuple[ImageItem, int]], image_size: int, inter
                 readable[index] = False
             else:
                 images[index] = result
+            if on_decoded is not None:
+                on_decoded(index + 1)
     finally:
         pool.shutdown(cancel_futures=True)
     n_skipped = int((~readable).sum())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -105,9 +106,25 @@ def _hold_out(train: LabelledTensors, class_names: list[str], val_fraction: floa
             LabelledTensors(train.images[val_indices], train.labels[val_indices]))
 
 
+def _decode_splits(dataset: ImageDataset, image_size: int, interpolation: str, skip_bad_images: bool,
+                   progress: Callable[[int, int], None] | None) -> dict[str, tuple[torch.Tensor, torch.Tensor, int]]:
+    """Decode each split with :func:`decode_images`, reporting ``progress(done, total)`` over all of them."""
+    splits = dataset_splits(dataset)
+    total = sum(len(items) for items in splits.values())
+    decoded, offset = {}, 0
+    if progress is not None:
+        progress(0, total)
+    for name, items in splits.items():
+        on_decoded = None if progress is None else (lambda done, base=offset: progress(base + done, total))
+        decoded[name] = decode_images(items, image_size, interpolation, skip_bad_images, on_decoded)
+        offset += len(items)
+    return decoded
+
+
 def prepare_data(dataset: ImageDataset, image_size: int, *, interpolation: str = "bilinear",
                  val_fraction: float = 0.2, seed: int = 0, skip_bad_images: bool = False,
-                 cache_dir: Path | None = None, fingerprint: str | None = None) -> PreparedData:
+                 cache_dir: Path | None = None, fingerprint: str | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> PreparedData:
     """Check ``dataset`` and decode every image once into ``uint8`` tensors ``(3, S, S)``.
 
     Each image is read with :func:`read_image` and sized with :func:`resize_to_tensor`
@@ -126,6 +143,7 @@ def prepare_data(dataset: ImageDataset, image_size: int, *, interpolation: str =
         the same key instead of decoding again.
     :param fingerprint: the dataset's :func:`dataset_fingerprint` when the caller already
         has it (it stats every file); computed here otherwise.
+    :param progress: ``progress(done, total)`` before the first image and after each (all splits; not from the cache).
     :returns: the :class:`PreparedData`.
     :raises DatasetError: naming the file or class at fault: the checks of
         :func:`check_dataset`, a missing or unreadable image (unless skipped), a class left
@@ -150,8 +168,7 @@ def prepare_data(dataset: ImageDataset, image_size: int, *, interpolation: str =
         tensors = {name: LabelledTensors(*pair) if pair is not None else None for name, pair in splits.items()}
         return PreparedData(list(dataset.class_names), tensors["train"], tensors["val"], tensors["test"],
                             info["n_skipped"], fingerprint, cache_key(key))
-    decoded = {name: decode_images(items, image_size, interpolation, skip_bad_images)
-               for name, items in dataset_splits(dataset).items()}
+    decoded = _decode_splits(dataset, image_size, interpolation, skip_bad_images, progress)
     n_skipped = sum(skipped for *_, skipped in decoded.values())
     tensors = {name: LabelledTensors(*decoded[name][:2]) if name in decoded else None for name in SPLITS}
     counts = torch.bincount(tensors["train"].labels, minlength=len(dataset.class_names))

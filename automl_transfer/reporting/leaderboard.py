@@ -3,8 +3,9 @@
 Used by the console observer at the end of a search and by ``automl-transfer report``. A
 parameter appears as a column when it took more than one value among the study's finished
 trials (head parameters as ``<head>.<parameter>``, plugin settings as ``extra.<name>``). The
-table fits the console it is printed on: when its columns would not fit, each trial becomes a
-block of ``parameter: value`` lines instead of a table whose headers wrap.
+table fits the console it is printed on: when its columns would not fit unwrapped, each trial
+becomes a block of ``parameter: value`` lines (the parameters it has) instead of a table whose
+headers wrap.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ if TYPE_CHECKING:
 FIRST_PARAMS = ("source", "freeze_depth", "lr", "weight_decay", "l2sp", "head")
 #: Parameters a trial records that are never columns: they follow from the others.
 DERIVED_PARAMS = ("interpolation",)
+#: The cell of a parameter a trial does not have (the parameters of a head it did not choose).
+MISSING = "-"
+#: A width no table reaches, to measure the width a table needs without wrapping.
+UNLIMITED_WIDTH = 100_000
 
 
 def flat_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -73,12 +78,17 @@ def leaderboard(study: optuna.Study, metric: str, console: Console, limit: int =
         table.add_column(header, no_wrap=True)
     for row in rows:
         table.add_row(*row)
-    if console.measure(table).maximum <= console.width:
+    # Measured without the console's width limit: measured within it, a table always "fits".
+    if console.measure(table, options=console.options.update_width(UNLIMITED_WIDTH)).maximum <= console.width:
         return table
     blocks: list[ConsoleRenderable] = [Text(f"Leaderboard ({metric})", style="bold")]
     for row in rows:
         blocks.append(Text(f"#{row[0]}  trial {row[1]}  {metric} {row[2]}", style="bold"))
-        blocks.extend(Text(f"  {name}: {value}", overflow="fold") for name, value in zip(headers[3:], row[3:]))
+        blocks.extend(
+            Text(f"  {name}: {value}", overflow="fold")
+            for name, value in zip(headers[3:], row[3:])
+            if value != MISSING  # another head's parameters
+        )
     blocks.append(Text(caption))
     return Group(*blocks)
 
@@ -105,7 +115,7 @@ def _row(rank: int, trial: FrozenTrial, columns: list[str]) -> list[str]:
         str(rank),
         str(trial.number),
         f"{trial.value:.4f}",
-        *(format_value(params.get(name, "-")) for name in columns),
+        *(format_value(params.get(name, MISSING)) for name in columns),
         str(params.get("epochs", "")),
     ]
 

@@ -63,6 +63,12 @@ class SearchConfig:
         (``False``: keep the selected trial's own model).
     :param rank_prior: when the study is created, rank the sources by transferability and
         run their start points best first (``False``: in the space's order, no ranking).
+    :param weights: ``"none"`` starts every source of the space from random weights (no
+        download); ``None`` or ``"pretrained"``: the weights the space names.
+    :param weights_dir: a folder of ``MODEL.safetensors`` files (``MODEL.TAG.safetensors``
+        for ``@TAG`` sources) that sources with pretrained weights start from when their file is there.
+    :param test: a dataset ``PLUGIN[:LOCATION]`` to score the final best model on (its test
+        split, or all its images); default the search dataset's own test split, if any.
     """
 
     dataset: str
@@ -87,6 +93,9 @@ class SearchConfig:
     heartbeat_interval: int = HEARTBEAT_INTERVAL
     refit: bool = True
     rank_prior: bool = True
+    weights: str | None = None
+    weights_dir: Path | None = None
+    test: str | None = None
 
     def __post_init__(self) -> None:
         if self.trials is None or int(self.trials) < 1:
@@ -109,7 +118,9 @@ class SearchConfig:
         if not 0 < self.val_fraction < 1:
             raise AutoMLTransferError(f"--val-fraction must be between 0 and 1, not {self.val_fraction}")
         self.trials = int(self.trials)
-        self.study = self.study or default_study_name(self.dataset, self.space if isinstance(self.space, str) else "space")
+        if not self.study:
+            self.study = default_study_name(self.dataset, self.space if isinstance(self.space, str) else "space")
+            self.study += "-random-init" if self.weights == "none" else ""
         self.run_dir = Path(self.run_dir) if self.run_dir else Path("runs") / self.study
 
 

@@ -41,6 +41,8 @@ from automl_transfer.search.config import (
     make_sampler,
 )
 from automl_transfer.search.counting import finished_count
+from automl_transfer.search.final_score import held_out_data, score_final_model
+from automl_transfer.search.phases import Phase
 from automl_transfer.search.record import (
     JobSettings,
     SearchIdentity,
@@ -53,6 +55,7 @@ from automl_transfer.search.record import (
 from automl_transfer.search.recovery import recover_lost_trials
 from automl_transfer.search.refit import refit_best
 from automl_transfer.search.signals import interrupt_on_signals
+from automl_transfer.search.sources import apply_weights_choice, check_sources
 from automl_transfer.search.summary import write_summary
 from automl_transfer.search.trials import TrialContext, TrialRunner
 from automl_transfer.search.workers import run_workers
@@ -94,6 +97,7 @@ class TransferSearch:
         self.storage: optuna.storages.BaseStorage | None = None
         self.runner: TrialRunner | None = None
         self.backbones = BackboneCache()
+        self.held_out: ImageDataset | None = None
 
     def run(self) -> dict[str, Any]:
         """Run trials until the study holds ``trials`` counted ones or the timeout passes.
@@ -101,6 +105,9 @@ class TransferSearch:
         Ctrl-C and SIGTERM stop it: each running trial is recorded as failed (``interrupted``)
         and re-queued, so running the same search again resumes it. Then, with ``refit``, the
         winner is trained again on every labelled image (:mod:`automl_transfer.search.refit`).
+
+        At the end the best model is scored on held-out images (``test``, or the dataset's
+        test split; see :mod:`automl_transfer.search.final_score`) into the summary's ``test``.
 
         :returns: the summary written to ``summary.json``.
         :raises AutoMLTransferError: bad input, found before any training.
@@ -110,6 +117,7 @@ class TransferSearch:
             study = self.open()
             deadline = None if self.config.timeout is None else time.monotonic() + self.config.timeout
             call_observers("search_start", run_dir=self.config.run_dir, study=study, settings=self.settings())
+            test = None
             try:
                 if self.config.workers == 1:
                     self.work(study, deadline)
@@ -118,8 +126,10 @@ class TransferSearch:
                 # workers=0: open() recorded the search; `automl-transfer worker` processes run it
                 if self.config.refit and self.config.workers > 0:
                     refit_best(self.runner, study, self.config.seed)
+                if self.config.workers > 0 and self.held_out is not None:
+                    test = score_final_model(self.config.run_dir, self.held_out, self.device, self.config.skip_bad_images)
             finally:
-                summary = write_summary(study, self.config.metric, self.config.run_dir)
+                summary = write_summary(study, self.config.metric, self.config.run_dir, test=test)
                 call_observers("search_end", run_dir=self.config.run_dir, study=study, summary=summary)
         return summary
 
@@ -217,22 +227,29 @@ class TransferSearch:
         """Return the search's settings as a JSON-ready dict (for observers and reports)."""
         settings = asdict(self.config)
         settings["run_dir"] = str(self.config.run_dir)
+        settings["weights_dir"] = None if self.config.weights_dir is None else str(self.config.weights_dir)
         return settings
 
     def prepare(self, image_size: int, interpolation: str) -> PreparedData:
-        """Return the dataset decoded at ``image_size``, decoding it at most once per process."""
+        """Return the dataset decoded at ``image_size``, decoding it at most once per process.
+
+        While images are decoded (not when they come from the run dir's cache) the observers
+        hear ``search_phase("decoding images (S px)", done, total)``.
+        """
         key = (image_size, interpolation)
         if key not in self._prepared:
-            self._prepared[key] = prepare_data(
-                self.dataset,
-                image_size,
-                interpolation=interpolation,
-                val_fraction=self.config.val_fraction,
-                seed=self.config.seed,
-                skip_bad_images=self.config.skip_bad_images,
-                cache_dir=self.config.run_dir / CACHE_NAME,
-                fingerprint=self.fingerprint,
-            )
+            with Phase(f"decoding images ({image_size} px)") as progress:
+                self._prepared[key] = prepare_data(
+                    self.dataset,
+                    image_size,
+                    interpolation=interpolation,
+                    val_fraction=self.config.val_fraction,
+                    seed=self.config.seed,
+                    skip_bad_images=self.config.skip_bad_images,
+                    cache_dir=self.config.run_dir / CACHE_NAME,
+                    fingerprint=self.fingerprint,
+                    progress=progress,
+                )
         return self._prepared[key]
 
     def target(self, study: optuna.Study) -> int:
@@ -270,9 +287,11 @@ class TransferSearch:
         :returns: the space, the dataset and each source's data config.
         """
         load_plugins()
-        self.space = load_space(self.config.space, origin=f"the space of study {self.config.study!r}")
+        space = load_space(self.config.space, origin=f"the space of study {self.config.study!r}")
+        self.space = apply_weights_choice(space, self.config.weights, self.config.weights_dir)
         self.dataset = read_dataset(self.config.dataset)
         self.fingerprint = dataset_fingerprint(self.dataset)
+        self.held_out = held_out_data(self.config.test, self.dataset)
         self.devices = self.worker_devices()
         self.device = resolve_device(self.devices[0] if self.config.devices else self.config.device)
         return self.space, self.dataset, check_sources(self.space.sources, self.backbones)
@@ -387,16 +406,6 @@ class TransferSearch:
             self.config.run_dir / CACHE_NAME,
             on_source,
         )
-
-
-def check_sources(sources: list[str], backbones: BackboneCache) -> dict[str, dict[str, Any]]:
-    """Build every source once, so a bad name or unreachable weights fail before any training.
-
-    :param backbones: keeps what is built for the trials.
-    :returns: each source's data config (input size, mean, std, interpolation).
-    :raises AutoMLTransferError: a source that cannot be parsed, found or loaded.
-    """
-    return {source: backbones.build(source).data_config for source in dict.fromkeys(sources)}
 
 
 def _random_weights(source: str) -> bool:

@@ -78,13 +78,17 @@ def _saved_info(run_dir: Path | None) -> dict[str, Any] | None:
         return None
 
 
-def write_summary(study: optuna.Study, metric: str, run_dir: Path) -> dict[str, Any]:
+def write_summary(study: optuna.Study, metric: str, run_dir: Path, test: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``summary.json`` from the study's current state and return it.
 
     Workers write it in turn (under the claim lock), each from the state it then reads, so the
     last write reflects every finished trial.
+
+    :param test: the final best model's scores on held-out images, kept under ``test``
+        (``None`` until the search has scored it, at its end).
     """
     with claim_lock(run_dir):
         summary = build_summary(study, metric, run_dir)
+        summary["test"] = test
         write_json_atomically(Path(run_dir) / SUMMARY_NAME, summary)
     return summary

@@ -45,3 +45,18 @@ def macro_f1(confusion: torch.Tensor) -> float:
         return float("nan")
     f1 = 2 * true_positives[present] / (labelled[present] + predicted[present])
     return float(f1.mean())
+
+
+def precision_recall(confusion: torch.Tensor) -> tuple[list[float | None], list[float | None]]:
+    """Return each class's precision and recall from a confusion matrix.
+
+    :param confusion: a ``(C, C)`` confusion matrix from :func:`confusion_matrix`.
+    :returns: ``(precision, recall)``, one value per class; ``None`` where it is not defined
+        (precision of a class never predicted, recall of a class that never occurs).
+    """
+    counts = confusion.double().cpu()
+    true_positives = counts.diagonal()
+    predicted, labelled = counts.sum(dim=0), counts.sum(dim=1)
+    precision = [float(tp / n) if n > 0 else None for tp, n in zip(true_positives, predicted)]
+    recall = [float(tp / n) if n > 0 else None for tp, n in zip(true_positives, labelled)]
+    return precision, recall
