@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from automl_transfer.search.record import recorded_identity, recorded_ranking
     from automl_transfer.storage.backends import open_run_storage, pick_study
 
-    storage = open_run_storage(args.run_dir, args.storage)
+    storage = open_run_storage(args.run_dir, args.storage, read_only=True)
     name = pick_study(storage, args.study, args.run_dir)
     study = optuna.load_study(study_name=name, storage=storage)
     metric = recorded_identity(study).get("metric", "value")
