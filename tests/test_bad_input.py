@@ -44,6 +44,13 @@ def inputs(tmp_path_factory) -> Path:
             for index in range(count):
                 image.save(root / dataset / name / f"{index}.png")
     (root / "corrupt" / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    for dataset in ("loop", "crossed"):
+        for name in ("elephant", "zebra"):
+            (root / dataset / name).mkdir(parents=True)
+            for index in range(3):
+                image.save(root / dataset / name / f"{index}.png")
+    (root / "loop" / "elephant" / "loop").symlink_to("..")  # every class's images would become elephants
+    (root / "crossed" / "elephant" / "stripes").symlink_to("../zebra")
     (root / "a_file.txt").write_text("not a folder")
 
     spaces = {
@@ -83,6 +90,10 @@ CASES = [
     ("empty class", lambda r: search(r, dataset=f"imagefolder:{r / 'empty_class'}"), ["holds no images"], "run"),
     ("corrupt image", lambda r: search(r, dataset=f"imagefolder:{r / 'corrupt'}", run_dir="fresh"),
      ["broken.png"], "fresh"),
+    ("symlink loop", lambda r: search(r, dataset=f"imagefolder:{r / 'loop'}"),
+     ["elephant/loop is a link to", "contains it", "remove the link"], "run"),
+    ("two paths to one image", lambda r: search(r, dataset=f"imagefolder:{r / 'crossed'}"),
+     ["same image file", "stripes"], "run"),
     ("unknown dataset plugin", lambda r: search(r, dataset="digitz"), ["digitz", "digits"], "run"),
     ("unknown backbone plugin", lambda r: search(r, space="plugin"), ["timx", "timm"], "run"),
     ("unknown source model", lambda r: search(r, space="model"), ["test_resnett", "test_resnet"], "run"),
@@ -166,4 +177,14 @@ def test_a_planted_pickle_is_refused_and_never_runs_in_the_real_command(inputs):
     assert line.startswith("error: refusing to read") and "malicious.pt" in line
     assert "Traceback" not in result.stdout + result.stderr
     assert not (inputs / "payload-ran").exists()
+    assert snapshot(inputs / "run") == before
+
+
+def test_a_symlink_loop_is_refused_by_the_real_command_before_anything_is_written(inputs):
+    before = snapshot(inputs / "run")
+    result = subprocess.run([*CLI, *search(inputs, dataset=f"imagefolder:{inputs / 'loop'}")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {inputs / 'loop' / 'elephant' / 'loop'} is a link to {inputs / 'loop'}")
     assert snapshot(inputs / "run") == before

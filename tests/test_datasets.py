@@ -121,6 +121,30 @@ def test_imagefolder_rejects_bad_class_folders(tmp_path, classes, message):
         load_dataset(f"imagefolder:{root}")
 
 
+def test_links_are_followed_to_real_folders_and_each_image_counted_once(tmp_path):
+    pool = make_folder(tmp_path / "pool", {"cats": 3, "dogs": 2})
+    root = tmp_path / "data"
+    (root / "cat").mkdir(parents=True)
+    (root / "cat" / "from-pool").symlink_to(pool / "cats")
+    (root / "cat" / "again").symlink_to(pool / "cats")  # a second link to one folder of the class adds nothing
+    (root / "dog").symlink_to(pool / "dogs")
+    dataset = load_dataset(f"imagefolder:{root}")
+    assert dataset.class_names == ["cat", "dog"]
+    assert np.bincount([label for _, label in dataset.train]).tolist() == [3, 2]
+
+
+def test_a_link_back_to_a_containing_folder_or_a_second_path_to_an_image_is_refused(tmp_path):
+    root = make_folder(tmp_path / "data", {"elephant": 2, "zebra": 2})
+    (root / "elephant" / "deep").mkdir()
+    (root / "elephant" / "deep" / "up").symlink_to("../..")  # back to elephant/: the walk would loop
+    with pytest.raises(DatasetError, match="a folder that contains it"):
+        load_dataset(f"imagefolder:{root}")
+    (root / "elephant" / "deep" / "up").unlink()
+    (root / "elephant" / "deep" / "zebra.png").symlink_to(root / "zebra" / "000.png")
+    with pytest.raises(DatasetError, match="are the same image file"):
+        load_dataset(f"imagefolder:{root}")
+
+
 def test_missing_folder_is_named(tmp_path):
     with pytest.raises(DatasetError, match=f"{tmp_path / 'nowhere'} does not exist"):
         load_dataset(f"imagefolder:{tmp_path / 'nowhere'}")
