@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import pty
+import subprocess
+import sys
+import threading
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from search_processes import CLI
 
 from automl_transfer.commands import COMMAND_MODULES, cli
 from automl_transfer.data.images import read_image, resize_to_tensor
@@ -252,3 +259,97 @@ def test_cli_errors_are_one_line_with_exit_code_2(trained, cli_with_predict, cap
 
     assert cli_with_predict(["predict", str(tmp_path), str(tmp_path)]) == 2
     assert "no best model in" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def folder_with_a_bad_image(tmp_path_factory):
+    """40 good images and, 25th in path order, a PNG cut in half (a truncated download)."""
+    folder = tmp_path_factory.mktemp("many")
+    for number in range(40):
+        Image.new("RGB", (24, 24), (number * 6, 90, 200 - number * 4)).save(folder / f"{number:03d}.png")
+    whole = (folder / "024.png").read_bytes()
+    (folder / "024.png").write_bytes(whole[: len(whole) // 2])
+    return folder
+
+
+def test_predict_streams_each_batch_and_stops_at_the_first_bad_image_with_a_flag_that_exists(
+    trained, folder_with_a_bad_image
+):
+    bad = folder_with_a_bad_image / "024.png"
+    result = subprocess.run([*CLI, "predict", str(trained[0]), str(folder_with_a_bad_image), "--batch-size", "8",
+                             "--device", "cpu"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    printed = [line.split("\t")[0] for line in result.stdout.splitlines()]
+    assert printed == [str(folder_with_a_bad_image / f"{n:03d}.png") for n in range(24)]  # the 3 batches before it
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: cannot read image {bad}: ") and line.endswith("or pass --skip-bad-images")
+    help_text = subprocess.run([*CLI, "predict", "--help"], capture_output=True, text=True, timeout=60).stdout
+    assert "--skip-bad-images" in help_text
+
+
+def test_skip_bad_images_reports_each_on_its_own_line_and_classifies_every_other(trained, folder_with_a_bad_image):
+    (folder_with_a_bad_image / "sub").mkdir(exist_ok=True)
+    (folder_with_a_bad_image / "sub" / "empty.jpg").write_bytes(b"")
+    try:
+        result = subprocess.run([*CLI, "predict", str(trained[0]), str(folder_with_a_bad_image), "--batch-size", "8",
+                                 "--device", "cpu", "--skip-bad-images", "--json"],
+                                capture_output=True, text=True, timeout=120)
+    finally:
+        (folder_with_a_bad_image / "sub" / "empty.jpg").unlink()
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [record["path"] for record in records] == [
+        str(folder_with_a_bad_image / f"{n:03d}.png") for n in range(40) if n != 24
+    ]
+    assert result.stderr.splitlines() == [
+        f"skipped unreadable image {folder_with_a_bad_image / '024.png'}: image file is truncated",
+        f"skipped unreadable image {folder_with_a_bad_image / 'sub' / 'empty.jpg'}: "
+        f"cannot identify image file '{folder_with_a_bad_image / 'sub' / 'empty.jpg'}'",
+        "skipped 2 unreadable image(s) of 41",
+    ]
+
+
+class FlushRecorder(io.StringIO):
+    """A stdout that remembers how many lines had been written at each flush."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines_at_flush: list[int] = []
+
+    def flush(self):
+        self.lines_at_flush.append(self.getvalue().count("\n"))
+        super().flush()
+
+
+def test_results_are_flushed_after_every_batch(trained, folder_with_a_bad_image, monkeypatch, capsys):
+    recorder = FlushRecorder()
+    monkeypatch.setattr(sys, "stdout", recorder)
+    arguments = ["predict", str(trained[0]), str(folder_with_a_bad_image), "--batch-size", "16", "--skip-bad-images"]
+    assert cli.main(arguments) == 0
+    assert [count for count in recorder.lines_at_flush if count] == [16, 31, 39]  # 024.png skipped in the 2nd batch
+
+
+def test_a_progress_bar_shows_on_a_terminals_stderr_and_stdout_stays_plain(trained, folder_with_a_bad_image):
+    parent, child = pty.openpty()
+    result = subprocess.Popen([*CLI, "predict", str(trained[0]), str(folder_with_a_bad_image), "--batch-size", "8",
+                               "--skip-bad-images"], stdout=subprocess.PIPE, stderr=child, text=True,
+                              env={**os.environ, "COLUMNS": "100", "TERM": "xterm"})
+    os.close(child)
+    terminal = []
+    reader = threading.Thread(target=lambda: terminal.extend(iter(lambda: _read(parent), b"")))
+    reader.start()
+    out, _ = result.communicate(timeout=120)
+    reader.join(timeout=60)
+    os.close(parent)
+    shown = b"".join(terminal).decode()
+    assert result.returncode == 0
+    assert "images" in shown and "\x1b[" in shown  # the live bar, drawn with terminal codes
+    assert "skipped unreadable image" in shown
+    assert "\x1b" not in out and len(out.splitlines()) == 39
+
+
+def _read(descriptor: int) -> bytes:
+    try:
+        return os.read(descriptor, 4096)
+    except OSError:  # the child closed the terminal
+        return b""
