@@ -6,6 +6,7 @@ import io
 import json
 import os
 import pty
+import shutil
 import subprocess
 import sys
 import threading
@@ -353,3 +354,60 @@ def _read(descriptor: int) -> bytes:
         return os.read(descriptor, 4096)
     except OSError:  # the child closed the terminal
         return b""
+
+
+TAMPERED = [
+    ("huge image size", ("preprocessing", "image_size"), 200000, "preprocessing.image_size (200000) must be from 1 to 2048"),
+    ("mean not numbers", ("preprocessing", "mean"), "abc", "preprocessing.mean ('abc') must be a list of 3 finite"),
+    ("std of zero", ("preprocessing", "std"), [0.2, 0.0, 0.3], "must hold numbers greater than 0"),
+    ("unknown interpolation", ("preprocessing", "interpolation"), "sinc", "must be one of nearest, bilinear"),
+    ("fewer class names", ("class_names",), ["cat", "dog"], "names 2 classes but num_classes is 3"),
+    ("repeated class name", ("class_names",), ["cat", "cat", "fish"], "names a class twice"),
+    ("a billion classes", ("num_classes",), 10**9, "num_classes (1000000000) must be from 2 to 100000"),
+    ("head params not a mapping", ("head_params",), [16], "head_params ([16]) must be a mapping"),
+    ("a nested head param", ("head_params",), {"hidden": {"x": 1}}, "holds hidden={'x': 1}"),
+    ("a head param of the wrong type", ("head_params",), {"hidden": "abc", "dropout": 0.25},
+     "head 'mlp' of the model in"),
+    ("a head too big to allocate", ("head_params",), {"hidden": 10**12, "dropout": 0.25},
+     "head.0.bias: the file holds shape [16], the network needs shape [1000000000000]"),
+    ("value not a number", ("value",), "high", "value ('high') must be a finite number"),
+]
+
+
+def tamper(run_dir, tmp_path, keys, value):
+    """Copy ``run_dir`` and set ``model.json``'s field ``keys`` to ``value``; return the copy and its model.json."""
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, symlinks=True)
+    info_path = (copy / "best").resolve() / "model.json"
+    content = json.loads(info_path.read_text())
+    target = content
+    for key in keys[:-1]:
+        target = target[key]
+    target[keys[-1]] = value
+    info_path.write_text(json.dumps(content))
+    return copy, info_path
+
+
+@pytest.mark.parametrize("keys, value, message", [case[1:] for case in TAMPERED], ids=[case[0] for case in TAMPERED])
+def test_a_tampered_model_json_is_one_error_line_naming_the_field(trained, image_dir, tmp_path, capsys, keys, value,
+                                                                  message):
+    run_dir, info_path = tamper(trained[0], tmp_path, keys, value)
+    before = info_path.read_bytes()
+    assert cli.main(["predict", str(run_dir), str(image_dir / "a.png"), "--device", "cpu"]) == 2
+    out, err = capsys.readouterr()
+    (line,) = err.splitlines()
+    assert line.startswith("error: ") and message in line, line
+    assert out == "" and info_path.read_bytes() == before  # read, never changed
+
+
+def test_a_huge_image_size_in_model_json_costs_the_real_command_no_memory(trained, image_dir, tmp_path):
+    run_dir, _ = tamper(trained[0], tmp_path, ("preprocessing", "image_size"), 200000)
+    command = [*CLI, "predict", str(run_dir), str(image_dir / "a.png"), "--device", "cpu"]
+    measure = ("import resource, subprocess, sys; result = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+               "print(result.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
+               "print(result.stderr, end='')")
+    result = subprocess.run([sys.executable, "-c", measure, *command], capture_output=True, text=True, timeout=120)
+    status, *stderr = result.stdout.splitlines()
+    code, peak_kib = map(int, status.split())
+    assert code == 2 and len(stderr) == 1 and "image_size (200000) must be from 1 to 2048" in stderr[0]
+    assert peak_kib < 1_500_000  # importing torch and reading the file; decoding at 200000 px would need ~480 GB

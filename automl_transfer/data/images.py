@@ -17,18 +17,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from automl_transfer.contract.components import ImageItem
+from automl_transfer.contract.components import INTERPOLATION_NAMES, ImageItem
 from automl_transfer.errors import DatasetError
 
 #: Interpolation names accepted by :func:`resize_to_tensor` (timm's ``data_config`` names).
-INTERPOLATIONS = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-    "box": Image.Resampling.BOX,
-    "hamming": Image.Resampling.HAMMING,
-}
+INTERPOLATIONS = {name: Image.Resampling[name.upper()] for name in INTERPOLATION_NAMES}
 
 _WHITE = (255, 255, 255, 255)
 

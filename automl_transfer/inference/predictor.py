@@ -29,11 +29,11 @@ from PIL import Image
 from automl_transfer.contract.components import NO_WEIGHTS
 from automl_transfer.data.image_files import is_image_file
 from automl_transfer.data.images import UnreadableImageError, read_image, resize_to_tensor
-from automl_transfer.errors import DatasetError, RunDirError
+from automl_transfer.errors import AutoMLTransferError, DatasetError, RunDirError
 from automl_transfer.model.network import TransferModel
 from automl_transfer.model.sources import SourceSpec, build_backbone
 from automl_transfer.registry import get_component
-from automl_transfer.storage.checkpoint import load_best
+from automl_transfer.storage.checkpoint import INFO_FILE, load_best, resolve_best_dir
 from automl_transfer.storage.model_info import BestModelInfo
 from automl_transfer.training.devices import resolve_device
 
@@ -170,31 +170,77 @@ class LoadedModel:
 def load_model(path: str | os.PathLike[str], device: str | torch.device = "auto") -> LoadedModel:
     """Rebuild the best model of a run for prediction.
 
+    ``model.json`` is checked against its schema first, and the network is sketched on the
+    meta device (no memory) and compared with the weights file before it is built for real,
+    so an edited or foreign file costs one error line, never gigabytes.
+
     :param path: a run directory, its ``best`` directory, or a file in it.
     :param device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a ``torch.device``.
     :returns: the model in eval mode on ``device``.
-    :raises RunDirError: when there is no best model yet, its files are damaged, or the
-        rebuilt network does not fit the saved weights.
+    :raises RunDirError: when there is no best model yet, its files are damaged or missing,
+        ``model.json`` breaks its schema, or the rebuilt network does not fit the saved weights.
     :raises UnknownComponentError: when the plugin that provided the backbone or head is
         not installed any more.
     :raises AutoMLTransferError: for a device this machine does not have.
     """
     target = resolve_device(device)
     content, state = load_best(path)
-    info = BestModelInfo.from_dict(content, origin=f"model.json in {path}")
-    backbone = build_backbone(SourceSpec(info.backbone_plugin, info.architecture, NO_WEIGHTS))
-    head = get_component("head", info.head).build(backbone.num_features, info.num_classes, **info.head_params)
-    preprocessing = info.preprocessing
-    model = TransferModel(backbone.module, head, preprocessing["mean"], preprocessing["std"])
+    info = BestModelInfo.from_dict(content, origin=str(resolve_best_dir(path) / INFO_FILE))
+    try:
+        with torch.device("meta"):
+            sketch = _build_network(info, path)
+    except AutoMLTransferError:
+        raise
+    except Exception:  # a builder that cannot run on the meta device: the real build below checks the fit
+        sketch = None
+    if sketch is not None:
+        _check_fit({name: tuple(tensor.shape) for name, tensor in sketch.state_dict().items()}, state, info, path)
+    model = _build_network(info, path)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        problem = " ".join(str(error).split())
-        raise RunDirError(
-            f"the weights in {path} do not fit a rebuilt {info.backbone_plugin}:{info.architecture} with head "
-            f"{info.head!r} ({problem}); the plugin may have changed since the search: reinstall the version it used"
-        ) from None
+        _misfit(info, path, " ".join(str(error).split()))
     return LoadedModel(model.to(target).eval(), content, target)
+
+
+def _build_network(info: BestModelInfo, where: str | os.PathLike[str]) -> TransferModel:
+    """Build the network ``model.json`` describes, with random weights, on the current default device.
+
+    :raises RunDirError: the head cannot be built with the recorded ``head_params``.
+    """
+    backbone = build_backbone(SourceSpec(info.backbone_plugin, info.architecture, NO_WEIGHTS))
+    try:
+        head = get_component("head", info.head).build(backbone.num_features, info.num_classes, **info.head_params)
+    except AutoMLTransferError:
+        raise
+    except Exception as error:
+        raise RunDirError(
+            f"head {info.head!r} of the model in {where} cannot be built with head_params {info.head_params}: "
+            f"{type(error).__name__}: {error}; restore the model.json the search wrote"
+        ) from None
+    preprocessing = info.preprocessing
+    return TransferModel(backbone.module, head, preprocessing["mean"], preprocessing["std"])
+
+
+def _check_fit(shapes: dict[str, tuple], state: dict[str, torch.Tensor], info: BestModelInfo, where: Any) -> None:
+    """Compare the sketched network's weight names and shapes with the file's.
+
+    :raises RunDirError: naming the first difference.
+    """
+    for name in sorted(set(shapes) | set(state)):
+        found = tuple(state[name].shape) if name in state else None
+        if shapes.get(name) != found:
+            expected = "nothing" if name not in shapes else f"shape {list(shapes[name])}"
+            _misfit(info, where, f"{name}: the file holds {'nothing' if found is None else f'shape {list(found)}'}, "
+                                 f"the network needs {expected}")
+
+
+def _misfit(info: BestModelInfo, where: Any, problem: str) -> None:
+    raise RunDirError(
+        f"the weights in {where} do not fit a rebuilt {info.backbone_plugin}:{info.architecture} with head "
+        f"{info.head!r} ({problem}); model.json was edited, or the plugin changed since the search: restore the "
+        "model.json the search wrote, or reinstall the plugin version it used"
+    )
 
 
 def expand_inputs(inputs: PredictInput) -> list[ImageInput]:
