@@ -41,6 +41,7 @@ from automl_transfer.search.config import (
     make_sampler,
 )
 from automl_transfer.search.counting import finished_count
+from automl_transfer.search.rebuild import check_best_model
 from automl_transfer.search.record import (
     JobSettings,
     SearchIdentity,
@@ -147,7 +148,8 @@ class TransferSearch:
 
         :returns: the study, with the search's record in its user attrs and the trials of
             dead workers recovered.
-        :raises AutoMLTransferError: bad dataset, space, source, device, storage or run dir.
+        :raises AutoMLTransferError: bad dataset, space, source, device, storage or run dir, or
+            a damaged or lost ``best/`` (run ``automl-transfer repair``).
         """
         space, dataset, source_configs = self._check_inputs()
         run_dir = self.config.run_dir = check_run_dir(self.config.run_dir)
@@ -163,6 +165,8 @@ class TransferSearch:
         if self.config.storage is not None or (run_dir / JOURNAL_NAME).is_file():
             self.storage = self._open_storage()
         study, replaced = self._existing_study(identity)
+        if study is not None:
+            check_best_model(study, run_dir)
         self.prepare(*preprocessing_for(space.to_dict()["image_size"], source_configs[space.sources[0]]))
         prepare_run_dir(run_dir)
         if self.storage is None:
