@@ -1,12 +1,16 @@
-"""A damaged best model: one error line that says how to recover, and nothing recorded lost.
+"""A damaged best model and a full disk: one error line that says how to recover, and nothing recorded lost.
 
 The faults are made with real files and processes: model.json overwritten, model.safetensors
-deleted.
+deleted, and a run dir on a tmpfs filled to the last byte (in a user and mount namespace,
+where the machine allows one; a simulated ENOSPC otherwise covers the same path).
 """
 
 from __future__ import annotations
 
+import errno
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +18,7 @@ from optuna.trial import TrialState
 from search_processes import CLI, DATASET, assert_best_matches, assert_counted, open_study, run, search_command, write_space
 
 from automl_transfer import TransferSearch
+from automl_transfer.commands.cli import main
 from automl_transfer.errors import RunDirError
 from automl_transfer.storage import checkpoint
 
@@ -89,3 +94,100 @@ def test_best_model_damaged_during_a_search_fails_the_trial_requeues_it_and_stop
     assert study.trials[1].user_attrs["fail_reason"].startswith("best model not saved: ")
     assert study.trials[2].user_attrs["retry_of"] == 1
     assert study.trials[2].system_attrs["fixed_params"] == study.trials[1].params  # re-queued as it was
+
+
+def test_a_simulated_full_disk_while_saving_the_best_model_is_one_line_and_keeps_the_old_one(
+    finished_search, tmp_path, monkeypatch, capsys
+):
+    space, _ = finished_search
+    run_dir = copy_run(finished_search, tmp_path)
+    before, before_state = checkpoint.load_best(run_dir)
+    trials_before = finished_trials(run_dir)
+
+    def full_disk(model_dir, model, info_text):
+        (model_dir / "model.json").write_text(info_text[: len(info_text) // 2])  # a half-written file, as ENOSPC leaves
+        raise OSError(errno.ENOSPC, "No space left on device", str(model_dir / "model.safetensors"))
+
+    monkeypatch.setattr(checkpoint, "_write_model_files", full_disk)
+    monkeypatch.setattr(checkpoint, "_beats", lambda value, current, maximize: True)  # the next trial wins
+    assert main(search_command(space, run_dir, 3, "--quiet")[3:]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: cannot save the best model of trial 2: No space left on device (")
+    assert "free some space" in line and "trial 2 runs again" in line
+    after, after_state = checkpoint.load_best(run_dir)
+    assert after == before and after_state.keys() == before_state.keys()
+    assert all(after_state[name].equal(tensor) for name, tensor in before_state.items())
+    assert len(list((run_dir / ".best").iterdir())) == 1  # the half-written model directory was removed
+    assert {n: v for n, v in finished_trials(run_dir).items() if n in trials_before} == trials_before
+    assert not list(run_dir.glob(".summary.json.*"))
+
+
+def namespaces_work() -> bool:
+    """Whether this machine lets an unprivileged process mount a tmpfs in its own user and mount namespace."""
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs tmpfs /mnt"], capture_output=True)
+    return probe.returncode == 0
+
+
+FULL_DISK_SCRIPT = r"""
+set -e
+mount -t tmpfs -o size=32m tmpfs "$MOUNT"
+cp -a "$SOURCE/." "$MOUNT/"
+"$PYTHON" -c '
+import os, sys
+descriptor = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT)
+try:
+    while True:
+        os.write(descriptor, b"x" * 65536)
+except OSError:
+    pass
+try:
+    while True:
+        os.write(descriptor, b"x")
+except OSError:
+    pass
+' "$MOUNT/.filler"
+set +e
+"$@" > "$OUT/full.out" 2> "$OUT/full.err"; echo $? > "$OUT/full.rc"
+set -e
+mkdir "$OUT/full" && cp -a "$MOUNT/." "$OUT/full/"
+rm "$MOUNT/.filler"
+"$@" > "$OUT/freed.out" 2> "$OUT/freed.err"; echo $? > "$OUT/freed.rc"
+mkdir "$OUT/freed" && cp -a "$MOUNT/." "$OUT/freed/"
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not namespaces_work(), reason="needs `unshare -rm` to mount a small tmpfs; the simulated ENOSPC "
+                    "test covers the same path")
+def test_a_full_tmpfs_gives_one_error_line_loses_nothing_and_the_same_command_resumes(finished_search, tmp_path):
+    space, source = finished_search
+    mount, out = tmp_path / "mount", tmp_path / "out"
+    mount.mkdir()
+    out.mkdir()
+    before = finished_trials(source)
+    best_before, _ = checkpoint.load_best(source)
+    command = search_command(space, mount, 3)
+    environment = {"MOUNT": str(mount), "SOURCE": str(source), "OUT": str(out), "PYTHON": sys.executable,
+                   "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(["unshare", "-rm", "sh", "-c", FULL_DISK_SCRIPT, "sh", *command], env=environment,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+
+    assert (out / "full.rc").read_text().strip() == "2"
+    err = (out / "full.err").read_text()
+    assert "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if line.startswith("error:")]
+    assert "No space left on device" in line and "free some space" in line, err
+    full = out / "full"
+    assert not list(full.glob(".summary.json.*")) and not list(full.glob(".best.link-*"))
+    assert checkpoint.load_best(full)[0] == best_before  # the previous best model, whole
+    assert {n: v for n, v in finished_trials(full).items() if n in before} == before
+
+    assert (out / "freed.rc").read_text().strip() == "0", (out / "freed.err").read_text()
+    freed = out / "freed"
+    study = open_study(freed)
+    assert {n: v for n, v in finished_trials(freed).items() if n in before} == before
+    assert_counted(study, 3)
+    assert assert_best_matches(freed, study)["best_value"] >= best_before["value"]

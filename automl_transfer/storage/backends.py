@@ -98,7 +98,7 @@ def _journal_backend(journal: Path, read_only: bool) -> ReadOnlyJournalBackend |
             scan = scan_journal(journal)
             if scan.torn_bytes:
                 logger.warning(
-                    "warning: %s ends in a torn record (%d bytes, left by a crash while writing); what it recorded "
+                    "warning: %s ends in a torn record (%d bytes, left by a crash or a full disk while writing); what it recorded "
                     "is missing here until the next `automl-transfer search` or `repair` moves it aside",
                     journal, scan.torn_bytes,
                 )

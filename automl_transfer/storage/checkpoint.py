@@ -33,7 +33,6 @@ import os
 import re
 import secrets
 import shutil
-import stat
 import time
 from contextlib import contextmanager
 from dataclasses import replace
@@ -43,11 +42,11 @@ from typing import Any, Iterator, Mapping
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
 from automl_transfer.errors import RunDirError
-from automl_transfer.storage.atomic import fsync_dir, fsync_file
+from automl_transfer.storage.atomic import fsync_dir
 from automl_transfer.storage.model_info import FORMAT_VERSION, BestModelInfo, as_info
 
 #: Metadata stored in every ``model.safetensors`` we write; the weights loader recognises
@@ -356,11 +355,13 @@ def _write_model_files(model_dir: Path, model: nn.Module, info_text: str) -> Non
         info_file.write(info_text)
         info_file.flush()
         os.fsync(info_file.fileno())
-    weights_path = model_dir / WEIGHTS_FILE
-    save_file(_cpu_state_dict(model), weights_path, metadata=SAFETENSORS_METADATA)
-    # safetensors creates its file owner-only; give it the same permissions as model.json.
-    os.chmod(weights_path, stat.S_IMODE(os.stat(model_dir / INFO_FILE).st_mode))
-    fsync_file(weights_path)
+    # Serialised in memory and written here, so that a full disk is an OSError naming the file
+    # (safetensors' own writer reports it as a SafetensorError).
+    weights = save(_cpu_state_dict(model), metadata=SAFETENSORS_METADATA)
+    with open(model_dir / WEIGHTS_FILE, "xb") as weights_file:
+        weights_file.write(weights)
+        weights_file.flush()
+        os.fsync(weights_file.fileno())
     fsync_dir(model_dir)
 
 

@@ -200,7 +200,8 @@ def _repair_tail_locked(path: Path) -> str | None:
         journal.truncate(offset)
         journal.flush()
         os.fsync(journal.fileno())
-    return f"moved a torn last record ({len(tail)} bytes, left by a crash while writing) from {path} into {sidecar}"
+    return (f"moved a torn last record ({len(tail)} bytes, left by a crash or a full disk while writing) from {path} "
+            f"into {sidecar}")
 
 
 def _tail(path: Path, size: int) -> tuple[int, bytes]:
@@ -329,6 +330,8 @@ class TailRepairingJournalBackend(JournalFileBackend):
                 journal.write(text.encode("utf-8"))
                 journal.flush()
                 os.fsync(journal.fileno())
+        except OSError as error:  # a part written before a full disk stopped it is cut off by the next append
+            raise OSError(error.errno, error.strerror, error.filename or str(self.journal_path)) from error
         finally:
             self.writers_lock.release()
 
