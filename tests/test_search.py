@@ -117,6 +117,26 @@ def test_same_seed_gives_the_same_first_trial_and_metric(tmp_path: Path) -> None
     assert values[0] == values[1]
 
 
+def test_resuming_with_another_seed_samples_anew_but_scores_on_the_same_validation_split(tmp_path: Path) -> None:
+    space = write_space(tmp_path, head="linear", epochs=1)
+    run_dir = tmp_path / "run"
+    TransferSearch(dataset=DATASET, space=str(space), trials=1, run_dir=run_dir, seed=0, quiet=True).run()
+    cached = sorted(path.name for path in (run_dir / "cache").iterdir())
+    first = load_study(run_dir).trials[0]
+
+    resumed = TransferSearch(dataset=DATASET, space=str(space), trials=2, run_dir=run_dir, seed=7, quiet=True)
+    study = resumed.open()
+    resumed.work(study)
+    dataset = load_dataset(DATASET)
+    (used,) = resumed._prepared.values()
+    assert torch.equal(used.val.images, prepare_data(dataset, 16, seed=0).val.images)  # the study's split
+    assert not torch.equal(used.val.images, prepare_data(dataset, 16, seed=7).val.images)
+    assert sorted(path.name for path in (run_dir / "cache").iterdir()) == cached  # nothing decoded again
+    trials = load_study(run_dir).trials
+    assert (trials[0].params, trials[0].value) == (first.params, first.value)
+    assert trials[1].user_attrs["train_seed"] == 7 + 1  # sampling and training follow the new seed
+
+
 class ExplodingHead:
     """A head plugin whose module raises on its first forward pass."""
 

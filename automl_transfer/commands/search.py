@@ -32,7 +32,9 @@ def add_search_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study", help="Optuna study name (default: from dataset and space)")
     parser.add_argument("--storage", help="RDB storage URL for multi-machine searches (default: journal in run dir)")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
-    parser.add_argument("--seed", type=int, help="seed for sampler, split and training (default 0)")
+    parser.add_argument(
+        "--seed", type=int, help="seed for sampler and training, and for the validation split of a new search (default 0)"
+    )
     parser.add_argument("--metric", choices=tuple(METRICS), help="objective (default accuracy)")
     parser.add_argument("--pruner", choices=PRUNERS, help="pruner (default hyperband)")
     parser.add_argument("--sampler", choices=SAMPLERS, help="sampler (default tpe)")

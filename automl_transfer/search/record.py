@@ -51,7 +51,10 @@ class SearchIdentity:
     :param space_fingerprint: the space's fingerprint.
     :param metric: the objective (``accuracy`` ...).
     :param val_fraction: the validation share split off datasets without a validation set.
-    :param seed: the search's seed (it also seeds the validation split).
+    :param seed: the seed the search was created with. It seeds the validation split for good
+        (:func:`split_seed`): a resume with another ``--seed`` samples and trains with the new
+        one, but scores every trial on the same validation images, so old and new trials stay
+        comparable and the pruner compares like with like. So it is not compared.
     """
 
     dataset: str
@@ -173,6 +176,15 @@ def write_job(study: optuna.Study, job: JobSettings) -> None:
 def recorded_identity(study: optuna.Study) -> dict[str, Any]:
     """Return the identity a study records (empty for a study no search of ours started)."""
     return study.user_attrs.get(IDENTITY_ATTR, {})
+
+
+def split_seed(study: optuna.Study, default: int) -> int:
+    """Return the seed of the study's validation split: the one it was created with.
+
+    :param default: used for a study no search of ours started (no recorded seed).
+    """
+    seed = recorded_identity(study).get("seed")
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else default
 
 
 def target_trials(study: optuna.Study, default: int) -> int:

@@ -46,6 +46,7 @@ from automl_transfer.search.record import (
     JobSettings,
     SearchIdentity,
     recorded_identity,
+    split_seed,
     target_trials,
     write_identity,
     write_job,
@@ -92,6 +93,8 @@ class TransferSearch:
         self.config = config if config is not None else SearchConfig(**fields)
         self.metric_key, self.direction = METRICS[self.config.metric]
         self._prepared: dict[tuple[int, str], PreparedData] = {}
+        #: Seeds the validation split: the seed the study was created with, whatever ``--seed`` is now.
+        self.split_seed = self.config.seed
         self.storage: optuna.storages.BaseStorage | None = None
         self.runner: TrialRunner | None = None
         self.backbones = BackboneCache()
@@ -167,6 +170,7 @@ class TransferSearch:
         study, replaced = self._existing_study(identity)
         if study is not None:
             check_best_model(study, run_dir)
+            self.split_seed = split_seed(study, self.config.seed)
         self.prepare(*preprocessing_for(space.to_dict()["image_size"], source_configs[space.sources[0]]))
         prepare_run_dir(run_dir)
         if self.storage is None:
@@ -192,6 +196,7 @@ class TransferSearch:
         if self.storage is None:
             self.storage = self._open_storage()
         study = self.load_study(self.config.study)
+        self.split_seed = split_seed(study, self.config.seed)
         if self.fingerprint != recorded_identity(study).get("dataset_fingerprint"):
             raise DatasetError(
                 f"dataset {self.config.dataset!r} is not the one study {self.config.study!r} was started with (files "
@@ -232,7 +237,7 @@ class TransferSearch:
                 image_size,
                 interpolation=interpolation,
                 val_fraction=self.config.val_fraction,
-                seed=self.config.seed,
+                seed=self.split_seed,
                 skip_bad_images=self.config.skip_bad_images,
                 cache_dir=self.config.run_dir / CACHE_NAME,
                 fingerprint=self.fingerprint,
