@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -226,3 +227,26 @@ def test_cli_rejects_zero_trials_with_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["error: --trials must be a positive number, not 0"]
     assert not (tmp_path / "run").exists()
+
+
+def test_file_and_class_names_that_are_not_utf8_are_searched_and_predicted_by_their_bytes(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for name in (b"plain", b"caf\xe9"):  # Latin-1 'café': not valid UTF-8
+        folder = data / os.fsdecode(name)
+        folder.mkdir(parents=True)
+        for index in range(6):
+            Image.new("RGB", (16, 16), (40 * index, 200 if name == b"plain" else 20, 90)).save(folder / f"{index}.png")
+    odd_file = data / "plain" / os.fsdecode(b"\xff\xfe.png")
+    Image.new("RGB", (16, 16), (10, 200, 90)).save(odd_file)
+    space = write_space(tmp_path, head="linear", epochs=1)
+    environment = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}  # as on an en_US.UTF-8 machine
+    search = subprocess.run([*CLI, "search", "--dataset", f"imagefolder:{data}", "--space", str(space), "--trials", "1",
+                             "--run-dir", str(tmp_path / "run"), "--quiet"], capture_output=True, env=environment,
+                            timeout=240)
+    assert search.returncode == 0, search.stderr.decode(errors="replace")
+    predict = subprocess.run([*CLI, "predict", str(tmp_path / "run"), str(data)], capture_output=True,
+                             env=environment, timeout=120)
+    assert predict.returncode == 0, predict.stderr.decode(errors="replace")
+    lines = predict.stdout.splitlines()
+    assert len(lines) == 13 and os.fsencode(odd_file) + b"\t" in predict.stdout
+    assert {line.split(b"\t")[1] for line in lines} <= {b"plain", b"caf\xe9"}

@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
     model = load_model(args.run_dir, device=args.device)
     images = expand_inputs(args.images)
+    # A file or class name that is not valid UTF-8 is printed as the file system has it, byte for byte.
+    sys.stdout.reconfigure(errors="surrogateescape")
     skipped = 0
     with _progress(len(images)) as (advance, note):
 

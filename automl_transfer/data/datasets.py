@@ -131,7 +131,8 @@ def dataset_fingerprint(dataset: ImageDataset) -> str:
             except OSError as error:
                 raise DatasetError(f"cannot read image {path}: {error.strerror}") from None
             relative = os.path.relpath(path, root).replace(os.sep, "/")
-            digest.update(f"{label} file {relative} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+            line = f"{label} file {relative} {stat.st_size} {stat.st_mtime_ns}\n"
+            digest.update(line.encode("utf-8", "surrogateescape"))  # a name that is not UTF-8: by its bytes
     return digest.hexdigest()
 
 
