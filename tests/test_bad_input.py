@@ -7,6 +7,7 @@ process, to keep the suite fast; one case per mechanism also runs as a real proc
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -61,6 +62,7 @@ def inputs(tmp_path_factory) -> Path:
         "model": GOOD_SPACE.replace("timm:test_resnet", "timm:test_resnett"),
         "head": GOOD_SPACE.replace("head: linear", "head: linaer"),
         "other": GOOD_SPACE.replace("epochs: 1", "epochs: 2"),
+        "huge": GOOD_SPACE.replace("image_size: 16", "image_size: 100000"),
     }
     vit_weights = root / "vit.safetensors"
     save_file(timm.create_model("test_vit", pretrained=False).state_dict(), vit_weights)
@@ -71,6 +73,8 @@ def inputs(tmp_path_factory) -> Path:
     spaces["pickle"] = GOOD_SPACE.replace("test_resnet@none", f"test_resnet@{root / 'malicious.pt'}")
     for name, text in spaces.items():
         (root / f"{name}.yaml").write_text(text)
+    for name, text in {"many": "trials: many\n", "no": 'quiet: "no"\n', "date": "seed: 2024-05-01\n"}.items():
+        (root / f"job-{name}.yaml").write_text(text)
 
     TransferSearch(dataset=DATASET, space=str(write_space(root, epochs=1)), trials=1, run_dir=root / "run",
                    quiet=True).run()
@@ -109,6 +113,14 @@ CASES = [
     ("different space", lambda r: search(r, space="other"), ["already holds study", "space", "--force-new"], "run"),
     ("weights do not fit", lambda r: search(r, space="mismatch"), ["vit.safetensors", "architecture"], "run"),
     ("pickle beyond tensors", lambda r: search(r, space="pickle"), ["malicious.pt", "nothing from it was executed"], "run"),
+    ("image size too large to decode", lambda r: search(r, space="huge"), ["image_size", "100000 must be at most 2048"],
+     "run"),
+    ("job file: trials not a number", lambda r: search(r, "--config", str(r / "job-many.yaml")),
+     ["job-many.yaml: trials is 'many'; it must be a whole number"], "run"),
+    ("job file: quiet as text", lambda r: search(r, "--config", str(r / "job-no.yaml")),
+     ["job-no.yaml: quiet is 'no'; it must be true or false"], "run"),
+    ("job file: a date for a seed", lambda r: search(r, "--config", str(r / "job-date.yaml")),
+     ["seed is datetime.date(2024, 5, 1); it must be a whole number"], "run"),
     ("zero trials", lambda r: search(r, "--trials", "0"), ["--trials", "positive"], "run"),
     ("negative trials", lambda r: search(r, "--trials", "-3"), ["--trials", "positive"], "run"),
     ("negative workers", lambda r: search(r, "--workers", "-1"), ["--workers", "not -1"], "run"),
@@ -187,4 +199,34 @@ def test_a_symlink_loop_is_refused_by_the_real_command_before_anything_is_writte
     assert result.returncode == 2, result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"error: {inputs / 'loop' / 'elephant' / 'loop'} is a link to {inputs / 'loop'}")
+    assert snapshot(inputs / "run") == before
+
+
+def read_only(folder: Path) -> list[str] | None:
+    """A command prefix that runs a command with ``folder`` read-only, or ``None`` where none can be made.
+
+    In a user and mount namespace ``folder`` is bind-mounted read-only (even root cannot write
+    it there); without namespaces, a user other than root gets the folder's write bits cleared.
+    """
+    script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
+    if shutil.which("unshare") and subprocess.run(["unshare", "-rm", "sh", "-c", script, str(folder), "true"],
+                                                   capture_output=True).returncode == 0:
+        return ["unshare", "-rm", "sh", "-c", script, str(folder)]
+    return None
+
+
+def test_report_on_a_read_only_run_dir_prints_the_leaderboard_then_one_error_line(inputs, tmp_path):
+    prefix = read_only(inputs / "run")
+    if prefix is None:
+        pytest.skip("no user and mount namespaces (unshare -rm) to make a read-only run dir")
+    before = snapshot(inputs / "run")
+    report = subprocess.run([*prefix, *CLI, "report", str(inputs / "run")], capture_output=True, text=True, timeout=120)
+    assert report.returncode == 2 and "Leaderboard" in report.stdout
+    (line,) = report.stderr.splitlines()
+    assert line == (f"error: cannot write the plots into {inputs / 'run' / 'report'}: Read-only file system; "
+                    "pass --plots DIR to write them elsewhere")
+    elsewhere = subprocess.run([*prefix, *CLI, "report", str(inputs / "run"), "--plots", str(tmp_path / "plots")],
+                               capture_output=True, text=True, timeout=120)
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert (tmp_path / "plots" / "history.html").is_file() and elsewhere.stderr == ""
     assert snapshot(inputs / "run") == before

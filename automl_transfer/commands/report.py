@@ -16,15 +16,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--study", help="study name, when the storage holds several")
     parser.add_argument("--storage", help="RDB storage URL, when the search did not use the run dir's journal")
     parser.add_argument("--top", type=int, default=10, help="rows of the leaderboard (default 10)")
+    parser.add_argument("--plots", type=Path, help=f"folder for the HTML plots (default RUN_DIR/{REPORT_DIR})")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the report and write the plots into ``RUN_DIR/report``.
+    """Print the report and write the plots into ``--plots`` (default ``RUN_DIR/report``).
 
-    :raises AutoMLTransferError: no search in the run dir, or an unreachable storage.
+    The run dir is only read (a read-only one is fine) unless the plots go into it.
+
+    :raises AutoMLTransferError: no search in the run dir, an unreachable storage, or a plots
+        folder that cannot be written (after the leaderboard was printed).
     """
     import optuna
 
+    from automl_transfer.errors import RunDirError
     from automl_transfer.reporting.leaderboard import leaderboard, wide_console
     from automl_transfer.reporting.plots import importance_table, write_plots
     from automl_transfer.reporting.sources import source_table
@@ -43,6 +48,13 @@ def run(args: argparse.Namespace) -> int:
     importances = importance_table(study)
     if importances is not None:
         console.print(importances)
-    for path in write_plots(study, args.run_dir / REPORT_DIR):
+    plots = args.plots or args.run_dir / REPORT_DIR
+    try:
+        written = write_plots(study, plots)
+    except OSError as error:
+        raise RunDirError(
+            f"cannot write the plots into {plots}: {error.strerror or error}; pass --plots DIR to write them elsewhere"
+        ) from None
+    for path in written:
         console.print(f"wrote {path}", highlight=False)
     return 0

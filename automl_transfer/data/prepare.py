@@ -89,6 +89,44 @@ def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tu
             torch.from_numpy(np.sort(np.concatenate(val_parts))))
 
 
+def available_memory() -> int | None:
+    """Return the bytes of memory this process can still get: the system's available memory,
+    lowered to what is left under a cgroup (container) limit; ``None`` where neither can be read."""
+    limits = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                limits.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError):
+        pass
+    try:
+        cgroup = Path("/sys/fs/cgroup")
+        maximum = (cgroup / "memory.max").read_text().strip()
+        if maximum != "max":
+            limits.append(int(maximum) - int((cgroup / "memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return min(limits) if limits else None
+
+
+def check_memory(count: int, image_size: int, origin: str) -> None:
+    """Refuse to decode ``count`` images at ``image_size`` when their tensors cannot fit in memory.
+
+    :raises DatasetError: saying how much they need and how much there is.
+    """
+    needed = count * 3 * image_size * image_size
+    available = available_memory()
+    if available is not None and needed > available:
+        raise DatasetError(
+            f"{origin}: its {count} images decoded at {image_size}x{image_size} pixels need {_size(needed)} of memory, "
+            f"more than the {_size(max(available, 0))} available; lower image_size in the space"
+        )
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
+
+
 def _hold_out(train: LabelledTensors, class_names: list[str], val_fraction: float, seed: int,
               origin: str) -> tuple[LabelledTensors, LabelledTensors]:
     """Split ``train`` with :func:`stratified_split`; warn about classes left without validation."""
@@ -129,7 +167,8 @@ def prepare_data(dataset: ImageDataset, image_size: int, *, interpolation: str =
     :returns: the :class:`PreparedData`.
     :raises DatasetError: naming the file or class at fault: the checks of
         :func:`check_dataset`, a missing or unreadable image (unless skipped), a class left
-        without training images by skipping, or no validation images.
+        without training images by skipping, or no validation images; or decoded images that
+        would not fit in memory (:func:`check_memory`).
     :raises ValueError: for an unknown interpolation or a ``val_fraction`` outside ``(0, 1)``.
     """
     if interpolation not in INTERPOLATIONS:
@@ -150,8 +189,9 @@ def prepare_data(dataset: ImageDataset, image_size: int, *, interpolation: str =
         tensors = {name: LabelledTensors(*pair) if pair is not None else None for name, pair in splits.items()}
         return PreparedData(list(dataset.class_names), tensors["train"], tensors["val"], tensors["test"],
                             info["n_skipped"], fingerprint, cache_key(key))
-    decoded = {name: decode_images(items, image_size, interpolation, skip_bad_images)
-               for name, items in dataset_splits(dataset).items()}
+    splits = dataset_splits(dataset)
+    check_memory(sum(len(items) for items in splits.values()), image_size, origin)
+    decoded = {name: decode_images(items, image_size, interpolation, skip_bad_images) for name, items in splits.items()}
     n_skipped = sum(skipped for *_, skipped in decoded.values())
     tensors = {name: LabelledTensors(*decoded[name][:2]) if name in decoded else None for name in SPLITS}
     counts = torch.bincount(tensors["train"].labels, minlength=len(dataset.class_names))

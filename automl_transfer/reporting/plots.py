@@ -14,6 +14,7 @@ def write_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
     """Write optuna's history, importance and intermediate-value plots as HTML files.
 
     :returns: the files written (importances need two complete trials, so may be missing).
+    :raises OSError: ``out_dir`` cannot be created or written.
     """
     from optuna import visualization
 
@@ -24,7 +25,10 @@ def write_plots(study: optuna.Study, out_dir: Path) -> list[Path]:
     written = []
     for name, plot in plots.items():
         path = out_dir / name
-        plot(study).write_html(path, include_plotlyjs="directory")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # optuna warns of rarely sampled regimes on small studies
+            figure = plot(study)
+        figure.write_html(path, include_plotlyjs="directory")
         written.append(path)
     return written
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from automl_transfer.contract.components import MAX_IMAGE_SIZE
 from automl_transfer.data.batches import AUGMENTATIONS
 from automl_transfer.errors import PluginError, SearchSpaceError, UnknownComponentError
 from automl_transfer.model.sources import SOURCE_FORMAT, SourceSpec
@@ -66,7 +67,7 @@ _KEYS: dict[str, _Key] = {
     "head": _Key("head", "linear"),
     "epochs": _Key("int", 10, _Bounds(1)),
     "batch_size": _Key("int", 64, _Bounds(1)),
-    "image_size": _Key("int", None, _Bounds(16, 2048), nullable=True),
+    "image_size": _Key("int", None, _Bounds(16, MAX_IMAGE_SIZE), nullable=True),
     "label_smoothing": _Key("float", 0.0, _Bounds(0.0, 1.0, high_excluded=True)),
     "augment": _Key("augment", "light"),
     "warmup_epochs": _Key("float", 1.0, _Bounds(0.0)),
