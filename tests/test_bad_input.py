@@ -63,6 +63,7 @@ def inputs(tmp_path_factory) -> Path:
         "head": GOOD_SPACE.replace("head: linear", "head: linaer"),
         "other": GOOD_SPACE.replace("epochs: 1", "epochs: 2"),
         "huge": GOOD_SPACE.replace("image_size: 16", "image_size: 100000"),
+        "batch1": GOOD_SPACE.replace("batch_size: 16", "batch_size: 1"),
     }
     vit_weights = root / "vit.safetensors"
     save_file(timm.create_model("test_vit", pretrained=False).state_dict(), vit_weights)
@@ -109,7 +110,7 @@ CASES = [
     ("run dir under a file", lambda r: search(r, run_dir="a_file.txt/run"), ["a_file.txt", "is a file"], "run"),
     ("run dir is a file", lambda r: search(r, run_dir="a_file.txt"), ["a_file.txt", "not a directory"], "run"),
     ("different dataset", lambda r: search(r, dataset=DATASET.replace("per_class=20", "per_class=21")),
-     ["already holds study", "dataset", "--force-new"], "run"),
+     ["already holds study", "dataset", "pass --force-new to delete it (1 trial(s) and its best model)"], "run"),
     ("different space", lambda r: search(r, space="other"), ["already holds study", "space", "--force-new"], "run"),
     ("weights do not fit", lambda r: search(r, space="mismatch"), ["vit.safetensors", "architecture"], "run"),
     ("pickle beyond tensors", lambda r: search(r, space="pickle"), ["malicious.pt", "nothing from it was executed"], "run"),
@@ -121,6 +122,8 @@ CASES = [
      ["job-no.yaml: quiet is 'no'; it must be true or false"], "run"),
     ("job file: a date for a seed", lambda r: search(r, "--config", str(r / "job-date.yaml")),
      ["seed is datetime.date(2024, 5, 1); it must be a whole number"], "run"),
+    ("batch size 1", lambda r: search(r, space="batch1"),
+     ["batch_size: 1 must be at least 2 (BatchNorm layers cannot train on one image at a time)"], "run"),
     ("zero trials", lambda r: search(r, "--trials", "0"), ["--trials", "positive"], "run"),
     ("negative trials", lambda r: search(r, "--trials", "-3"), ["--trials", "positive"], "run"),
     ("negative workers", lambda r: search(r, "--workers", "-1"), ["--workers", "not -1"], "run"),

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import shutil
+import struct
+import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +157,37 @@ def test_images_that_would_not_fit_in_memory_are_refused_before_decoding(tmp_pat
     with pytest.raises(DatasetError, match=r"its 6 images decoded at 512x512 pixels need 4.5 MiB of memory, more than "
                                            r"the 1.0 MiB available; lower image_size"):
         prepare_data(dataset, 512)
+
+
+def png_claiming_size(path: Path, width: int, height: int) -> Path:
+    """Write a tiny PNG whose header claims ``width`` x ``height`` pixels (a decompression bomb's disguise)."""
+    save_image(path, size=(4, 4))
+    data = bytearray(path.read_bytes())
+    header = b"IHDR" + struct.pack(">II", width, height) + bytes(data[24:29])
+    data[12:29] = header
+    data[29:33] = struct.pack(">I", zlib.crc32(header))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_decompression_bomb_is_refused_in_a_sentence_that_ends_once(tmp_path):
+    bomb = png_claiming_size(tmp_path / "bomb.png", 40000, 40000)
+    with pytest.raises(DatasetError) as caught:
+        read_image(bomb)
+    message = str(caught.value)
+    assert "decompression bomb" in message and ".." not in message
+    assert message.endswith("DOS attack. Fix or delete the file, or pass --skip-bad-images")
+
+
+def test_a_large_image_gets_one_warning_line_of_ours_not_pillows_raw_warning(tmp_path):
+    image = save_image(tmp_path / "large.png", size=(12, 12))
+    code = ("import sys; from PIL import Image; Image.MAX_IMAGE_PIXELS = 100  # 144 pixels: large, not yet a bomb\n"
+            "from automl_transfer.data.images import read_image; read_image(sys.argv[1])")
+    result = subprocess.run([sys.executable, "-c", code, str(image)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        f"warning: {image} is a very large image (12 x 12 pixels); decoding it needs about 1 MB"
+    ]
 
 
 def test_missing_folder_is_named(tmp_path):

@@ -16,6 +16,7 @@ from PIL import Image
 from torch import nn
 
 from automl_transfer import TransferSearch, load_model
+from automl_transfer.commands.cli import main
 from automl_transfer.data.datasets import load_dataset
 from automl_transfer.data.prepare import prepare_data
 from automl_transfer.plugin import hookimpl
@@ -250,3 +251,54 @@ def test_file_and_class_names_that_are_not_utf8_are_searched_and_predicted_by_th
     lines = predict.stdout.splitlines()
     assert len(lines) == 13 and os.fsencode(odd_file) + b"\t" in predict.stdout
     assert {line.split(b"\t")[1] for line in lines} <= {b"plain", b"caf\xe9"}
+
+
+def test_a_search_whose_every_trial_fails_says_so_and_exits_2(tmp_path: Path, register_plugin, capsys) -> None:
+    register_plugin(ExplodingHead(), "exploding-head")
+    space = write_space(tmp_path, head="exploding", epochs=1)
+    arguments = ["search", "--dataset", DATASET, "--space", str(space), "--trials", "2", "--run-dir",
+                 str(tmp_path / "run"), "--quiet"]
+    assert main(arguments) == 2
+    out, err = capsys.readouterr()
+    (line,) = err.splitlines()
+    assert line == (f"error: every trial failed (2x RuntimeError: head exploded on purpose), so there is no best model "
+                    f"in {tmp_path / 'run'}; fix the cause, then start over with --force-new "
+                    f"(`automl-transfer report {tmp_path / 'run'}` lists each trial's reason)")
+    assert "best model:" not in out and not (tmp_path / "run" / "best").exists()
+
+
+def make_images(folder: Path) -> Path:
+    for name in ("a", "b"):
+        (folder / name).mkdir(parents=True)
+        for index in range(6):
+            Image.new("RGB", (16, 16), (40 * index, 200 if name == "a" else 20, 90)).save(folder / name / f"{index}.png")
+    return folder
+
+
+def test_a_touched_file_resumes_a_changed_one_is_refused_naming_what_force_new_deletes(tmp_path: Path) -> None:
+    data = make_images(tmp_path / "data")
+    space = write_space(tmp_path, head="linear", epochs=1)
+    run_dir = tmp_path / "run"
+
+    def command(trials: int, *extra: str) -> list[str]:
+        return [*CLI, "search", "--dataset", f"imagefolder:{data}", "--space", str(space), "--trials", str(trials),
+                "--run-dir", str(run_dir), "--quiet", *extra]
+
+    assert subprocess.run(command(1), capture_output=True, timeout=240).returncode == 0
+    first = load_study(run_dir).trials[0]
+    os.utime(data / "a" / "0.png", (1e9, 1e9))  # touched: same bytes, another time
+    resumed = subprocess.run(command(2), capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr
+    trials = load_study(run_dir).trials
+    assert len(trials) == 2 and (trials[0].params, trials[0].value) == (first.params, first.value)
+
+    Image.new("RGB", (16, 16), (1, 2, 3)).save(data / "a" / "0.png")  # now really changed
+    refused = subprocess.run(command(3), capture_output=True, text=True, timeout=240)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().endswith("with a different dataset_fingerprint; pass --force-new to delete it "
+                                           "(2 trial(s) and its best model) and start over, or choose another "
+                                           "--run-dir to keep it")
+    assert len(load_study(run_dir).trials) == 2
+    replaced = subprocess.run(command(1, "--force-new"), capture_output=True, text=True, timeout=240)
+    assert replaced.returncode == 0, replaced.stderr
+    assert f"warning: --force-new deleted study 'data-space' and the best model of {run_dir}" in replaced.stderr

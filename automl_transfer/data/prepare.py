@@ -89,6 +89,16 @@ def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tu
             torch.from_numpy(np.sort(np.concatenate(val_parts))))
 
 
+def _decode(dataset: ImageDataset, image_size: int, interpolation: str,
+            skip_bad_images: bool) -> tuple[dict[str, LabelledTensors | None], int]:
+    """Decode every split (after :func:`check_memory`); return the tensors by split name and the images skipped."""
+    splits = dataset_splits(dataset)
+    check_memory(sum(len(items) for items in splits.values()), image_size, dataset.origin or "dataset")
+    decoded = {name: decode_images(items, image_size, interpolation, skip_bad_images) for name, items in splits.items()}
+    n_skipped = sum(skipped for *_, skipped in decoded.values())
+    return {name: LabelledTensors(*decoded[name][:2]) if name in decoded else None for name in SPLITS}, n_skipped
+
+
 def available_memory() -> int | None:
     """Return the bytes of memory this process can still get: the system's available memory,
     lowered to what is left under a cgroup (container) limit; ``None`` where neither can be read."""
@@ -189,11 +199,7 @@ def prepare_data(dataset: ImageDataset, image_size: int, *, interpolation: str =
         tensors = {name: LabelledTensors(*pair) if pair is not None else None for name, pair in splits.items()}
         return PreparedData(list(dataset.class_names), tensors["train"], tensors["val"], tensors["test"],
                             info["n_skipped"], fingerprint, cache_key(key))
-    splits = dataset_splits(dataset)
-    check_memory(sum(len(items) for items in splits.values()), image_size, origin)
-    decoded = {name: decode_images(items, image_size, interpolation, skip_bad_images) for name, items in splits.items()}
-    n_skipped = sum(skipped for *_, skipped in decoded.values())
-    tensors = {name: LabelledTensors(*decoded[name][:2]) if name in decoded else None for name in SPLITS}
+    tensors, n_skipped = _decode(dataset, image_size, interpolation, skip_bad_images)
     counts = torch.bincount(tensors["train"].labels, minlength=len(dataset.class_names))
     emptied = [dataset.class_names[index] for index in torch.nonzero(counts == 0).flatten().tolist()]
     if emptied:

@@ -26,7 +26,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from automl_transfer.search.config import SearchConfig
 
@@ -55,6 +55,9 @@ class SearchIdentity:
         (:func:`split_seed`): a resume with another ``--seed`` samples and trains with the new
         one, but scores every trial on the same validation images, so old and new trials stay
         comparable and the pruner compares like with like. So it is not compared.
+    :param dataset_content: the dataset's fingerprint by file content, recorded when the study
+        is created (``None`` in older records): when only the files' times changed (a file
+        touched, a folder copied), it tells the same data from changed data.
     """
 
     dataset: str
@@ -64,13 +67,24 @@ class SearchIdentity:
     metric: str
     val_fraction: float
     seed: int
+    dataset_content: str | None = None
 
     #: The fields that must match for a study to be resumed.
     COMPARED = ("dataset", "dataset_fingerprint", "space", "space_fingerprint", "metric", "val_fraction")
 
-    def differences(self, recorded: dict[str, Any]) -> list[str]:
-        """Return the compared fields whose recorded value differs from this identity's."""
-        return [name for name in self.COMPARED if recorded.get(name) != getattr(self, name)]
+    def differences(self, recorded: dict[str, Any], content: Callable[[], str] | None = None) -> list[str]:
+        """Return the compared fields whose recorded value differs from this identity's.
+
+        :param recorded: the identity a study records.
+        :param content: returns the dataset's content fingerprint; called only when the files'
+            sizes or times differ, and the dataset then counts as the same when it matches the
+            recorded ``dataset_content``.
+        """
+        different = [name for name in self.COMPARED if recorded.get(name) != getattr(self, name)]
+        if "dataset_fingerprint" in different and content is not None and recorded.get("dataset_content"):
+            if recorded["dataset_content"] == content():
+                different.remove("dataset_fingerprint")
+        return different
 
 
 @dataclass(frozen=True)
@@ -171,6 +185,16 @@ def write_job(study: optuna.Study, job: JobSettings) -> None:
     content = dataclasses.asdict(job)
     if study.user_attrs.get(JOB_ATTR) != content:
         study.set_user_attr(JOB_ATTR, content)
+
+
+def refresh_identity(study: optuna.Study, identity: SearchIdentity) -> None:
+    """Record the dataset files' current sizes and times after a resume that matched by content.
+
+    Workers then accept the data as it is now, and the next resume needs no content check.
+    """
+    recorded = recorded_identity(study)
+    if recorded and recorded.get("dataset_fingerprint") != identity.dataset_fingerprint:
+        study.set_user_attr(IDENTITY_ATTR, {**recorded, "dataset_fingerprint": identity.dataset_fingerprint})
 
 
 def recorded_identity(study: optuna.Study) -> dict[str, Any]:

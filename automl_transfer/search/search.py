@@ -19,8 +19,9 @@ across resumes and parallel workers.
 
 from __future__ import annotations
 
+import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, Mapping
 
 import optuna
@@ -46,6 +47,7 @@ from automl_transfer.search.record import (
     JobSettings,
     SearchIdentity,
     recorded_identity,
+    refresh_identity,
     split_seed,
     target_trials,
     write_identity,
@@ -63,7 +65,7 @@ from automl_transfer.search.workers import run_workers
 START_POINT = "start_point"
 from automl_transfer.space import SearchSpace, load_space
 from automl_transfer.storage.backends import open_storage
-from automl_transfer.storage.checkpoint import remove_best
+from automl_transfer.storage.checkpoint import BEST_LINK, remove_best
 from automl_transfer.storage.optuna_internals import start_heartbeat
 from automl_transfer.storage.run_dir import (
     CACHE_NAME,
@@ -73,6 +75,8 @@ from automl_transfer.storage.run_dir import (
 )
 from automl_transfer.training.devices import resolve_device
 from automl_transfer.training.params import preprocessing_for
+
+logger = logging.getLogger(__name__)
 
 
 class TransferSearch:
@@ -95,6 +99,7 @@ class TransferSearch:
         self._prepared: dict[tuple[int, str], PreparedData] = {}
         #: Seeds the validation split: the seed the study was created with, whatever ``--seed`` is now.
         self.split_seed = self.config.seed
+        self._content: str | None = None
         self.storage: optuna.storages.BaseStorage | None = None
         self.runner: TrialRunner | None = None
         self.backbones = BackboneCache()
@@ -176,7 +181,8 @@ class TransferSearch:
         if self.storage is None:
             self.storage = self._open_storage()
         if study is None:
-            study = self._create_study(identity, replaced)
+            study = self._create_study(replace(identity, dataset_content=self._content_fingerprint()), replaced)
+        refresh_identity(study, identity)
         write_job(study, JobSettings.of(self.config))
         self._make_runner(source_configs)
         self.recover(study)
@@ -209,7 +215,8 @@ class TransferSearch:
             )
         self.config.run_dir = prepare_run_dir(self.config.run_dir)
         self._make_runner(source_configs)
-        call_observers("search_start", run_dir=self.config.run_dir, study=study, settings=self.settings())
+        settings = {**self.settings(), "worker": True}  # many workers share a terminal: trial lines only
+        call_observers("search_start", run_dir=self.config.run_dir, study=study, settings=settings)
         return study
 
     def recover(self, study: optuna.Study, exit_reasons: Mapping[int, str] | None = None) -> None:
@@ -304,6 +311,12 @@ class TransferSearch:
         )
         self.runner = TrialRunner(context, self.storage)
 
+    def _content_fingerprint(self) -> str:
+        """The dataset's fingerprint by file content (read once per search: it reads every file)."""
+        if self._content is None:
+            self._content = dataset_fingerprint(self.dataset, content=True)
+        return self._content
+
     def _open_storage(self) -> optuna.storages.BaseStorage:
         return open_storage(self.config.run_dir, self.config.storage, self.config.heartbeat_interval)
 
@@ -329,9 +342,12 @@ class TransferSearch:
         else:
             candidates = names if self.config.storage is None else []
         differences: list[str] = []
+        trials = 0
         for name in candidates:
             study = self.load_study(name)
-            differences += [key for key in identity.differences(recorded_identity(study)) if key not in differences]
+            different = identity.differences(recorded_identity(study), self._content_fingerprint)
+            differences += [key for key in different if key not in differences]
+            trials += len(study.trials)
             if len(candidates) == 1 and not differences:
                 self.config.study = name
                 return study, []
@@ -340,9 +356,10 @@ class TransferSearch:
         if not self.config.force_new:
             found = ", ".join(repr(name) for name in candidates)
             what = f"a different {', '.join(differences)}" if differences else "several searches"
+            model = " and its best model" if (self.config.run_dir / BEST_LINK).is_symlink() else ""
             raise RunDirError(
-                f"run dir {self.config.run_dir} already holds study {found} with {what}; "
-                "pass --force-new to replace it, or choose another --run-dir"
+                f"run dir {self.config.run_dir} already holds study {found} with {what}; pass --force-new to delete "
+                f"it ({trials} trial(s){model}) and start over, or choose another --run-dir to keep it"
             )
         return None, candidates
 
@@ -351,6 +368,8 @@ class TransferSearch:
             optuna.delete_study(study_name=name, storage=self.storage)
         if replaced:
             remove_best(self.config.run_dir)
+            logger.warning("warning: --force-new deleted study %s and the best model of %s",
+                           ", ".join(repr(name) for name in replaced), self.config.run_dir)
         study = optuna.create_study(
             study_name=self.config.study,
             storage=self.storage,
