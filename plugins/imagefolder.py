@@ -138,7 +138,7 @@ def load(location: str | None) -> ImageDataset:
     """
     if not location:
         raise DatasetError("imagefolder needs a folder: write imagefolder:path/to/images")
-    root = Path(location).expanduser()
+    root = Path(os.path.expanduser(location))
     if not root.is_dir():
         problem = "is not a folder" if root.exists() else "does not exist"
         raise DatasetError(f"dataset folder {root} {problem}")

@@ -237,7 +237,7 @@ class Parser:
         except UnknownComponentError as error:
             raise self.fail(path, str(error)) from error
         if spec.weights_file is not None:
-            spec = replace(spec, weights=os.path.normpath(self.base_dir / Path(spec.weights).expanduser()))
+            spec = replace(spec, weights=os.path.normpath(self.base_dir / os.path.expanduser(spec.weights)))
         return str(spec)
 
     def heads(self, path: str, raw: Any) -> dict[str, dict[str, Node]]:
