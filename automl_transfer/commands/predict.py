@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from contextlib import contextmanager
@@ -44,8 +45,10 @@ def run(args: argparse.Namespace) -> int:
 
     model = load_model(args.run_dir, device=args.device)
     images = expand_inputs(args.images)
-    # A file or class name that is not valid UTF-8 is printed as the file system has it, byte for byte.
-    sys.stdout.reconfigure(errors="surrogateescape")
+    # A file or class name that is not valid UTF-8 is printed as the file system has it, byte for byte
+    # (stdout is a text file of Python's own unless a program embedding the CLI replaced it).
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="surrogateescape")
     skipped = 0
     with _progress(len(images)) as (advance, note):
 
