@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -24,6 +25,7 @@ from automl_transfer.inference.predictor import LoadedModel, Prediction, load_mo
 from automl_transfer.model.network import TransferModel
 from automl_transfer.model.sources import SourceSpec, build_backbone
 from automl_transfer.registry import get_component
+from automl_transfer.storage import model_schema
 from automl_transfer.storage.checkpoint import BestModelInfo, save_best
 
 IMAGE_SIZE = 40
@@ -411,3 +413,8 @@ def test_a_huge_image_size_in_model_json_costs_the_real_command_no_memory(traine
     code, peak_kib = map(int, status.split())
     assert code == 2 and len(stderr) == 1 and "image_size (200000) must be from 1 to 2048" in stderr[0]
     assert peak_kib < 1_500_000  # importing torch and reading the file; decoding at 200000 px would need ~480 GB
+
+
+def test_every_model_json_field_has_a_schema_check():
+    fields = {field.name for field in dataclasses.fields(BestModelInfo)}
+    assert fields == set(model_schema.FIELDS), "give each new BestModelInfo field a check in storage/model_schema.py"

@@ -88,6 +88,8 @@ FIELDS: dict[str, Callable[[Any], str | None]] = {
     "dataset": _text,
     "metrics": _mapping,
     "batch_size": _optional(_whole(1)),
+    "best_epoch": _optional(_whole(1)),
+    "refit": _optional(_mapping),
     "created": _text,
 }
 
