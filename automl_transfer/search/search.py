@@ -19,9 +19,9 @@ across resumes and parallel workers.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import asdict, replace
+from functools import cached_property
 from typing import Any, Mapping
 
 import optuna
@@ -76,8 +76,6 @@ from automl_transfer.storage.run_dir import (
 from automl_transfer.training.devices import resolve_device
 from automl_transfer.training.params import preprocessing_for
 
-logger = logging.getLogger(__name__)
-
 
 class TransferSearch:
     """An Optuna search over transfer settings whose best model is always on disk.
@@ -97,9 +95,7 @@ class TransferSearch:
         self.config = config if config is not None else SearchConfig(**fields)
         self.metric_key, self.direction = METRICS[self.config.metric]
         self._prepared: dict[tuple[int, str], PreparedData] = {}
-        #: Seeds the validation split: the seed the study was created with, whatever ``--seed`` is now.
-        self.split_seed = self.config.seed
-        self._content: str | None = None
+        self.split_seed = self.config.seed  # the validation split's: the study's first seed, whatever --seed is now
         self.storage: optuna.storages.BaseStorage | None = None
         self.runner: TrialRunner | None = None
         self.backbones = BackboneCache()
@@ -156,8 +152,7 @@ class TransferSearch:
 
         :returns: the study, with the search's record in its user attrs and the trials of
             dead workers recovered.
-        :raises AutoMLTransferError: bad dataset, space, source, device, storage or run dir, or
-            a damaged or lost ``best/`` (run ``automl-transfer repair``).
+        :raises AutoMLTransferError: bad dataset, space, source, device, storage, run dir or ``best/``.
         """
         space, dataset, source_configs = self._check_inputs()
         run_dir = self.config.run_dir = check_run_dir(self.config.run_dir)
@@ -181,7 +176,7 @@ class TransferSearch:
         if self.storage is None:
             self.storage = self._open_storage()
         if study is None:
-            study = self._create_study(replace(identity, dataset_content=self._content_fingerprint()), replaced)
+            study = self._create_study(replace(identity, dataset_content=self.content_fingerprint), replaced)
         refresh_identity(study, identity)
         write_job(study, JobSettings.of(self.config))
         self._make_runner(source_configs)
@@ -213,10 +208,9 @@ class TransferSearch:
                 f"run dir {self.config.run_dir} of study {self.config.study!r} does not exist on this machine; put it on "
                 "a file system every worker shares (it holds best/ and the claim lock), or give its path with --run-dir"
             )
-        self.config.run_dir = prepare_run_dir(self.config.run_dir)
+        run_dir = self.config.run_dir = prepare_run_dir(self.config.run_dir)
         self._make_runner(source_configs)
-        settings = {**self.settings(), "worker": True}  # many workers share a terminal: trial lines only
-        call_observers("search_start", run_dir=self.config.run_dir, study=study, settings=settings)
+        call_observers("search_start", run_dir=run_dir, study=study, settings={**self.settings(), "worker": True})
         return study
 
     def recover(self, study: optuna.Study, exit_reasons: Mapping[int, str] | None = None) -> None:
@@ -311,11 +305,10 @@ class TransferSearch:
         )
         self.runner = TrialRunner(context, self.storage)
 
-    def _content_fingerprint(self) -> str:
-        """The dataset's fingerprint by file content (read once per search: it reads every file)."""
-        if self._content is None:
-            self._content = dataset_fingerprint(self.dataset, content=True)
-        return self._content
+    @cached_property
+    def content_fingerprint(self) -> str:
+        """The dataset's fingerprint by file content (computed once: it reads every file)."""
+        return dataset_fingerprint(self.dataset, content=True)
 
     def _open_storage(self) -> optuna.storages.BaseStorage:
         return open_storage(self.config.run_dir, self.config.storage, self.config.heartbeat_interval)
@@ -345,7 +338,7 @@ class TransferSearch:
         trials = 0
         for name in candidates:
             study = self.load_study(name)
-            different = identity.differences(recorded_identity(study), self._content_fingerprint)
+            different = identity.differences(recorded_identity(study), lambda: self.content_fingerprint)
             differences += [key for key in different if key not in differences]
             trials += len(study.trials)
             if len(candidates) == 1 and not differences:
@@ -357,10 +350,8 @@ class TransferSearch:
             found = ", ".join(repr(name) for name in candidates)
             what = f"a different {', '.join(differences)}" if differences else "several searches"
             model = " and its best model" if (self.config.run_dir / BEST_LINK).is_symlink() else ""
-            raise RunDirError(
-                f"run dir {self.config.run_dir} already holds study {found} with {what}; pass --force-new to delete "
-                f"it ({trials} trial(s){model}) and start over, or choose another --run-dir to keep it"
-            )
+            raise RunDirError(f"run dir {self.config.run_dir} holds study {found} with {what}; pass --force-new to "
+                              f"delete it ({trials} trial(s){model}) and start over, or choose another --run-dir")
         return None, candidates
 
     def _create_study(self, identity: SearchIdentity, replaced: list[str]) -> optuna.Study:
@@ -368,8 +359,6 @@ class TransferSearch:
             optuna.delete_study(study_name=name, storage=self.storage)
         if replaced:
             remove_best(self.config.run_dir)
-            logger.warning("warning: --force-new deleted study %s and the best model of %s",
-                           ", ".join(repr(name) for name in replaced), self.config.run_dir)
         study = optuna.create_study(
             study_name=self.config.study,
             storage=self.storage,
