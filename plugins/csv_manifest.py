@@ -18,6 +18,7 @@ rows, sorted (numerically when every label is an integer).
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 from automl_transfer.plugin import DatasetError, ImageDataset, hookimpl
@@ -57,7 +58,7 @@ def _read_rows(manifest: Path) -> list[tuple[int, Path, str, str]]:
                     raise DatasetError(f"{manifest} line {line}: every row needs both a path and a label")
                 if split_text not in SPLIT_NAMES:
                     raise DatasetError(f"{manifest} line {line}: split {split_text!r} is not train, val or test")
-                rows.append((line, manifest.parent / Path(path_text).expanduser(), label, SPLIT_NAMES[split_text]))
+                rows.append((line, manifest.parent / os.path.expanduser(path_text), label, SPLIT_NAMES[split_text]))
     except UnicodeDecodeError as error:
         raise DatasetError(f"{manifest} is not UTF-8 text ({error.reason}); save it as UTF-8") from None
     except csv.Error as error:
@@ -76,7 +77,7 @@ def load(location: str | None) -> ImageDataset:
     """
     if not location:
         raise DatasetError("csv needs a manifest file: write csv:path/to/labels.csv")
-    manifest = Path(location).expanduser()
+    manifest = Path(os.path.expanduser(location))
     if not manifest.is_file():
         raise DatasetError(f"manifest {manifest} {'is not a file' if manifest.exists() else 'does not exist'}")
     rows = _read_rows(manifest)

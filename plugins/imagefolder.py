@@ -14,6 +14,12 @@ one. Class names are the folder names, sorted. Images are found at any depth und
 folder; hidden files and folders (starting with ``.``) and files whose extension is not in
 :func:`automl_transfer.plugin.image_extensions` are ignored, as are files directly in the
 top folder.
+
+Links to folders and files are followed, tracking where they really lead: a link that leads
+back to a folder containing it (``elephant/loop -> ..``) would make the walk loop and label
+other classes' images as this one, and two paths to one file would put the same image into
+two classes or into both training and validation; both stop the load with a message naming
+the paths.
 """
 
 from __future__ import annotations
@@ -31,12 +37,45 @@ def _sub_folders(folder: Path) -> list[Path]:
     return sorted(entry for entry in folder.iterdir() if entry.is_dir() and not entry.name.startswith("."))
 
 
-def _images_under(folder: Path) -> list[Path]:
-    found = []
+def _images_under(folder: Path, seen: dict[str, Path]) -> list[Path]:
+    """Every image file under ``folder``, following links; ``seen`` maps each real path found so far to its path.
+
+    :raises DatasetError: a link to a folder that contains it, or a second path to a file already found.
+    """
+    found, walked = [], {os.path.realpath(folder)}
     for parent, folders, files in os.walk(folder, followlinks=True):
-        folders[:] = sorted(name for name in folders if not name.startswith("."))
-        found.extend(Path(parent, name) for name in sorted(files) if is_image_file(Path(name)))
+        here = os.path.realpath(parent)
+        kept = []
+        for name in sorted(name for name in folders if not name.startswith(".")):
+            target = os.path.realpath(os.path.join(parent, name))
+            if here == target or here.startswith(target.rstrip(os.sep) + os.sep):
+                raise DatasetError(
+                    f"{Path(parent, name)} is a link to {target}, a folder that contains it: reading it would loop "
+                    "and give other images this class; remove the link"
+                )
+            if target not in walked:  # a second link to a folder of this class adds nothing
+                walked.add(target)
+                kept.append(name)
+        folders[:] = kept
+        for name in sorted(files):
+            if is_image_file(Path(name)):
+                found.append(_first_path(Path(parent, name), seen))
     return found
+
+
+def _first_path(path: Path, seen: dict[str, Path]) -> Path:
+    """Record ``path`` under its real path and return it.
+
+    :raises DatasetError: another path of the dataset leads to the same file.
+    """
+    real = os.path.realpath(path)
+    if real in seen:
+        raise DatasetError(
+            f"{seen[real]} and {path} are the same image file (through a link): one image cannot be in two classes "
+            "or in both training and validation; remove one of the paths"
+        )
+    seen[real] = path
+    return path
 
 
 def _split_folders(root: Path) -> dict[str, Path] | None:
@@ -55,12 +94,12 @@ def _split_folders(root: Path) -> dict[str, Path] | None:
     return splits
 
 
-def _class_images(folder: Path) -> dict[str, list[Path]]:
-    return {class_folder.name: _images_under(class_folder) for class_folder in _sub_folders(folder)}
+def _class_images(folder: Path, seen: dict[str, Path]) -> dict[str, list[Path]]:
+    return {class_folder.name: _images_under(class_folder, seen) for class_folder in _sub_folders(folder)}
 
 
-def _training_classes(folder: Path) -> dict[str, list[Path]]:
-    classes = _class_images(folder)
+def _training_classes(folder: Path, seen: dict[str, Path]) -> dict[str, list[Path]]:
+    classes = _class_images(folder, seen)
     if len(classes) < 2:
         found = f"only {list(classes)}" if classes else "none"
         raise DatasetError(
@@ -74,9 +113,9 @@ def _training_classes(folder: Path) -> dict[str, list[Path]]:
     return classes
 
 
-def _held_out(folder: Path, class_names: list[str], train_folder: Path) -> list[tuple[Path, int]]:
+def _held_out(folder: Path, class_names: list[str], train_folder: Path, seen: dict[str, Path]) -> list[tuple[Path, int]]:
     items = []
-    for name, images in _class_images(folder).items():
+    for name, images in _class_images(folder, seen).items():
         if name not in class_names:
             raise DatasetError(
                 f"{folder / name} is a class the training folder {train_folder} does not have; "
@@ -94,19 +133,21 @@ def load(location: str | None) -> ImageDataset:
     :param location: the folder, in either layout described in this module's docstring.
     :returns: an :class:`ImageDataset` of image paths; ``val``/``test`` set when the folder has them.
     :raises DatasetError: naming the folder at fault: missing, fewer than 2 classes, a class
-        folder without images, ambiguous or unknown split folders, or an empty split folder.
+        folder without images, ambiguous or unknown split folders, an empty split folder, a
+        link that loops, or two paths to one image file.
     """
     if not location:
         raise DatasetError("imagefolder needs a folder: write imagefolder:path/to/images")
-    root = Path(location).expanduser()
+    root = Path(os.path.expanduser(location))
     if not root.is_dir():
         problem = "is not a folder" if root.exists() else "does not exist"
         raise DatasetError(f"dataset folder {root} {problem}")
     splits = _split_folders(root) or {"train": root}
-    classes = _training_classes(splits["train"])
+    seen: dict[str, Path] = {}
+    classes = _training_classes(splits["train"], seen)
     class_names = list(classes)
     train = [(image, label) for label, images in enumerate(classes.values()) for image in images]
-    held_out = {split: _held_out(splits[split], class_names, splits["train"]) if split in splits else None
+    held_out = {split: _held_out(splits[split], class_names, splits["train"], seen) if split in splits else None
                 for split in ("val", "test")}
     return ImageDataset(class_names, train, held_out["val"], held_out["test"], origin=f"imagefolder:{location}")
 

@@ -1,8 +1,19 @@
-"""Fixtures shared by every test module: registering in-memory plugins that always go away."""
+"""Fixtures shared by every test module: registering in-memory plugins that always go away.
+
+The suite trains many tiny models, in this process and in the search and worker processes
+the tests start, which inherit this environment. With one OpenMP thread each they share a
+busy machine politely: with one thread per core, OpenMP's spin-waiting makes tiny models
+train 10-20 times slower as soon as other work competes for the cores. Set
+``OMP_NUM_THREADS`` yourself to override it.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is first imported, here and in every child
+os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
 
 import pytest
 

@@ -67,6 +67,19 @@ def wait_for(find: Callable[[], T | None], timeout: float, what: str) -> T:
     raise AssertionError(f"waited {timeout} s for {what}")
 
 
+def group_ended(group: int) -> bool:
+    """Tell whether every process of process group ``group`` has exited (a zombie has: it runs no code)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # the process exited while we looked
+            continue
+        state, _, pgrp = text[text.rindex(")") + 2 :].split()[:3]
+        if int(pgrp) == group and state != "Z":
+            return False
+    return True
+
+
 def trial_in_training(run_dir: Path, max_epochs_done: int = 3) -> FrozenTrial | None:
     """A running trial that has started training but has many epochs to go, if any.
 

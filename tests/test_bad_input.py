@@ -7,6 +7,7 @@ process, to keep the suite fast; one case per mechanism also runs as a real proc
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -44,6 +45,13 @@ def inputs(tmp_path_factory) -> Path:
             for index in range(count):
                 image.save(root / dataset / name / f"{index}.png")
     (root / "corrupt" / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    for dataset in ("loop", "crossed"):
+        for name in ("elephant", "zebra"):
+            (root / dataset / name).mkdir(parents=True)
+            for index in range(3):
+                image.save(root / dataset / name / f"{index}.png")
+    (root / "loop" / "elephant" / "loop").symlink_to("..")  # every class's images would become elephants
+    (root / "crossed" / "elephant" / "stripes").symlink_to("../zebra")
     (root / "a_file.txt").write_text("not a folder")
 
     spaces = {
@@ -54,6 +62,8 @@ def inputs(tmp_path_factory) -> Path:
         "model": GOOD_SPACE.replace("timm:test_resnet", "timm:test_resnett"),
         "head": GOOD_SPACE.replace("head: linear", "head: linaer"),
         "other": GOOD_SPACE.replace("epochs: 1", "epochs: 2"),
+        "huge": GOOD_SPACE.replace("image_size: 16", "image_size: 100000"),
+        "batch1": GOOD_SPACE.replace("batch_size: 16", "batch_size: 1"),
     }
     vit_weights = root / "vit.safetensors"
     save_file(timm.create_model("test_vit", pretrained=False).state_dict(), vit_weights)
@@ -64,6 +74,8 @@ def inputs(tmp_path_factory) -> Path:
     spaces["pickle"] = GOOD_SPACE.replace("test_resnet@none", f"test_resnet@{root / 'malicious.pt'}")
     for name, text in spaces.items():
         (root / f"{name}.yaml").write_text(text)
+    for name, text in {"many": "trials: many\n", "no": 'quiet: "no"\n', "date": "seed: 2024-05-01\n"}.items():
+        (root / f"job-{name}.yaml").write_text(text)
 
     TransferSearch(dataset=DATASET, space=str(write_space(root, epochs=1)), trials=1, run_dir=root / "run",
                    quiet=True).run()
@@ -83,6 +95,10 @@ CASES = [
     ("empty class", lambda r: search(r, dataset=f"imagefolder:{r / 'empty_class'}"), ["holds no images"], "run"),
     ("corrupt image", lambda r: search(r, dataset=f"imagefolder:{r / 'corrupt'}", run_dir="fresh"),
      ["broken.png"], "fresh"),
+    ("symlink loop", lambda r: search(r, dataset=f"imagefolder:{r / 'loop'}"),
+     ["elephant/loop is a link to", "contains it", "remove the link"], "run"),
+    ("two paths to one image", lambda r: search(r, dataset=f"imagefolder:{r / 'crossed'}"),
+     ["same image file", "stripes"], "run"),
     ("unknown dataset plugin", lambda r: search(r, dataset="digitz"), ["digitz", "digits"], "run"),
     ("unknown backbone plugin", lambda r: search(r, space="plugin"), ["timx", "timm"], "run"),
     ("unknown source model", lambda r: search(r, space="model"), ["test_resnett", "test_resnet"], "run"),
@@ -94,10 +110,20 @@ CASES = [
     ("run dir under a file", lambda r: search(r, run_dir="a_file.txt/run"), ["a_file.txt", "is a file"], "run"),
     ("run dir is a file", lambda r: search(r, run_dir="a_file.txt"), ["a_file.txt", "not a directory"], "run"),
     ("different dataset", lambda r: search(r, dataset=DATASET.replace("per_class=20", "per_class=21")),
-     ["already holds study", "dataset", "--force-new"], "run"),
-    ("different space", lambda r: search(r, space="other"), ["already holds study", "space", "--force-new"], "run"),
+     ["holds study", "dataset", "pass --force-new to delete it (1 trial(s) and its best model)"], "run"),
+    ("different space", lambda r: search(r, space="other"), ["holds study", "space", "--force-new"], "run"),
     ("weights do not fit", lambda r: search(r, space="mismatch"), ["vit.safetensors", "architecture"], "run"),
     ("pickle beyond tensors", lambda r: search(r, space="pickle"), ["malicious.pt", "nothing from it was executed"], "run"),
+    ("image size too large to decode", lambda r: search(r, space="huge"), ["image_size", "100000 must be at most 2048"],
+     "run"),
+    ("job file: trials not a number", lambda r: search(r, "--config", str(r / "job-many.yaml")),
+     ["job-many.yaml: trials is 'many'; it must be a whole number"], "run"),
+    ("job file: quiet as text", lambda r: search(r, "--config", str(r / "job-no.yaml")),
+     ["job-no.yaml: quiet is 'no'; it must be true or false"], "run"),
+    ("job file: a date for a seed", lambda r: search(r, "--config", str(r / "job-date.yaml")),
+     ["seed is datetime.date(2024, 5, 1); it must be a whole number"], "run"),
+    ("batch size 1", lambda r: search(r, space="batch1"),
+     ["batch_size: 1 must be at least 2 (BatchNorm layers cannot train on one image at a time)"], "run"),
     ("zero trials", lambda r: search(r, "--trials", "0"), ["--trials", "positive"], "run"),
     ("negative trials", lambda r: search(r, "--trials", "-3"), ["--trials", "positive"], "run"),
     ("negative workers", lambda r: search(r, "--workers", "-1"), ["--workers", "not -1"], "run"),
@@ -166,4 +192,44 @@ def test_a_planted_pickle_is_refused_and_never_runs_in_the_real_command(inputs):
     assert line.startswith("error: refusing to read") and "malicious.pt" in line
     assert "Traceback" not in result.stdout + result.stderr
     assert not (inputs / "payload-ran").exists()
+    assert snapshot(inputs / "run") == before
+
+
+def test_a_symlink_loop_is_refused_by_the_real_command_before_anything_is_written(inputs):
+    before = snapshot(inputs / "run")
+    result = subprocess.run([*CLI, *search(inputs, dataset=f"imagefolder:{inputs / 'loop'}")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {inputs / 'loop' / 'elephant' / 'loop'} is a link to {inputs / 'loop'}")
+    assert snapshot(inputs / "run") == before
+
+
+def read_only(folder: Path) -> list[str] | None:
+    """A command prefix that runs a command with ``folder`` read-only, or ``None`` where none can be made.
+
+    In a user and mount namespace ``folder`` is bind-mounted read-only (even root cannot write
+    it there); without namespaces, a user other than root gets the folder's write bits cleared.
+    """
+    script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
+    if shutil.which("unshare") and subprocess.run(["unshare", "-rm", "sh", "-c", script, str(folder), "true"],
+                                                   capture_output=True).returncode == 0:
+        return ["unshare", "-rm", "sh", "-c", script, str(folder)]
+    return None
+
+
+def test_report_on_a_read_only_run_dir_prints_the_leaderboard_then_one_error_line(inputs, tmp_path):
+    prefix = read_only(inputs / "run")
+    if prefix is None:
+        pytest.skip("no user and mount namespaces (unshare -rm) to make a read-only run dir")
+    before = snapshot(inputs / "run")
+    report = subprocess.run([*prefix, *CLI, "report", str(inputs / "run")], capture_output=True, text=True, timeout=120)
+    assert report.returncode == 2 and "Leaderboard" in report.stdout
+    (line,) = report.stderr.splitlines()
+    assert line == (f"error: cannot write the plots into {inputs / 'run' / 'report'}: Read-only file system; "
+                    "pass --plots DIR to write them elsewhere")
+    elsewhere = subprocess.run([*prefix, *CLI, "report", str(inputs / "run"), "--plots", str(tmp_path / "plots")],
+                               capture_output=True, text=True, timeout=120)
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert (tmp_path / "plots" / "history.html").is_file() and elsewhere.stderr == ""
     assert snapshot(inputs / "run") == before

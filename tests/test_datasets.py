@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import shutil
+import struct
+import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +122,72 @@ def test_imagefolder_rejects_bad_class_folders(tmp_path, classes, message):
     root = make_folder(tmp_path / "data", classes)
     with pytest.raises(DatasetError, match=message):
         load_dataset(f"imagefolder:{root}")
+
+
+def test_links_are_followed_to_real_folders_and_each_image_counted_once(tmp_path):
+    pool = make_folder(tmp_path / "pool", {"cats": 3, "dogs": 2})
+    root = tmp_path / "data"
+    (root / "cat").mkdir(parents=True)
+    (root / "cat" / "from-pool").symlink_to(pool / "cats")
+    (root / "cat" / "again").symlink_to(pool / "cats")  # a second link to one folder of the class adds nothing
+    (root / "dog").symlink_to(pool / "dogs")
+    dataset = load_dataset(f"imagefolder:{root}")
+    assert dataset.class_names == ["cat", "dog"]
+    assert np.bincount([label for _, label in dataset.train]).tolist() == [3, 2]
+
+
+def test_a_link_back_to_a_containing_folder_or_a_second_path_to_an_image_is_refused(tmp_path):
+    root = make_folder(tmp_path / "data", {"elephant": 2, "zebra": 2})
+    (root / "elephant" / "deep").mkdir()
+    (root / "elephant" / "deep" / "up").symlink_to("../..")  # back to elephant/: the walk would loop
+    with pytest.raises(DatasetError, match="a folder that contains it"):
+        load_dataset(f"imagefolder:{root}")
+    (root / "elephant" / "deep" / "up").unlink()
+    (root / "elephant" / "deep" / "zebra.png").symlink_to(root / "zebra" / "000.png")
+    with pytest.raises(DatasetError, match="are the same image file"):
+        load_dataset(f"imagefolder:{root}")
+
+
+def test_images_that_would_not_fit_in_memory_are_refused_before_decoding(tmp_path, monkeypatch):
+    import automl_transfer.data.prepare as prepare_module
+
+    dataset = load_dataset(f"imagefolder:{make_folder(tmp_path / 'data', {'a': 3, 'b': 3})}")
+    monkeypatch.setattr(prepare_module, "available_memory", lambda: 2**20)
+    monkeypatch.setattr(prepare_module, "decode_images", lambda *args: pytest.fail("decoded anyway"))
+    with pytest.raises(DatasetError, match=r"its 6 images decoded at 512x512 pixels need 4.5 MiB of memory, more than "
+                                           r"the 1.0 MiB available; lower image_size"):
+        prepare_data(dataset, 512)
+
+
+def png_claiming_size(path: Path, width: int, height: int) -> Path:
+    """Write a tiny PNG whose header claims ``width`` x ``height`` pixels (a decompression bomb's disguise)."""
+    save_image(path, size=(4, 4))
+    data = bytearray(path.read_bytes())
+    header = b"IHDR" + struct.pack(">II", width, height) + bytes(data[24:29])
+    data[12:29] = header
+    data[29:33] = struct.pack(">I", zlib.crc32(header))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_decompression_bomb_is_refused_in_a_sentence_that_ends_once(tmp_path):
+    bomb = png_claiming_size(tmp_path / "bomb.png", 40000, 40000)
+    with pytest.raises(DatasetError) as caught:
+        read_image(bomb)
+    message = str(caught.value)
+    assert "decompression bomb" in message and ".." not in message
+    assert message.endswith("DOS attack. Fix or delete the file, or pass --skip-bad-images")
+
+
+def test_a_large_image_gets_one_warning_line_of_ours_not_pillows_raw_warning(tmp_path):
+    image = save_image(tmp_path / "large.png", size=(12, 12))
+    code = ("import sys; from PIL import Image; Image.MAX_IMAGE_PIXELS = 100  # 144 pixels: large, not yet a bomb\n"
+            "from automl_transfer.data.images import read_image; read_image(sys.argv[1])")
+    result = subprocess.run([sys.executable, "-c", code, str(image)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        f"warning: {image} is a very large image (12 x 12 pixels); decoding it needs about 1 MB"
+    ]
 
 
 def test_missing_folder_is_named(tmp_path):

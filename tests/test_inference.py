@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
+import os
+import pty
+import shutil
+import subprocess
+import sys
+import threading
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from search_processes import CLI
 
 from automl_transfer.commands import COMMAND_MODULES, cli
 from automl_transfer.data.images import read_image, resize_to_tensor
@@ -16,6 +25,7 @@ from automl_transfer.inference.predictor import LoadedModel, Prediction, load_mo
 from automl_transfer.model.network import TransferModel
 from automl_transfer.model.sources import SourceSpec, build_backbone
 from automl_transfer.registry import get_component
+from automl_transfer.storage import model_schema
 from automl_transfer.storage.checkpoint import BestModelInfo, save_best
 
 IMAGE_SIZE = 40
@@ -252,3 +262,159 @@ def test_cli_errors_are_one_line_with_exit_code_2(trained, cli_with_predict, cap
 
     assert cli_with_predict(["predict", str(tmp_path), str(tmp_path)]) == 2
     assert "no best model in" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def folder_with_a_bad_image(tmp_path_factory):
+    """40 good images and, 25th in path order, a PNG cut in half (a truncated download)."""
+    folder = tmp_path_factory.mktemp("many")
+    for number in range(40):
+        Image.new("RGB", (24, 24), (number * 6, 90, 200 - number * 4)).save(folder / f"{number:03d}.png")
+    whole = (folder / "024.png").read_bytes()
+    (folder / "024.png").write_bytes(whole[: len(whole) // 2])
+    return folder
+
+
+def test_predict_streams_each_batch_and_stops_at_the_first_bad_image_with_a_flag_that_exists(
+    trained, folder_with_a_bad_image
+):
+    bad = folder_with_a_bad_image / "024.png"
+    result = subprocess.run([*CLI, "predict", str(trained[0]), str(folder_with_a_bad_image), "--batch-size", "8",
+                             "--device", "cpu"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    printed = [line.split("\t")[0] for line in result.stdout.splitlines()]
+    assert printed == [str(folder_with_a_bad_image / f"{n:03d}.png") for n in range(24)]  # the 3 batches before it
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: cannot read image {bad}: ") and line.endswith("or pass --skip-bad-images")
+    help_text = subprocess.run([*CLI, "predict", "--help"], capture_output=True, text=True, timeout=60).stdout
+    assert "--skip-bad-images" in help_text
+
+
+def test_skip_bad_images_reports_each_on_its_own_line_and_classifies_every_other(trained, folder_with_a_bad_image):
+    (folder_with_a_bad_image / "sub").mkdir(exist_ok=True)
+    (folder_with_a_bad_image / "sub" / "empty.jpg").write_bytes(b"")
+    try:
+        result = subprocess.run([*CLI, "predict", str(trained[0]), str(folder_with_a_bad_image), "--batch-size", "8",
+                                 "--device", "cpu", "--skip-bad-images", "--json"],
+                                capture_output=True, text=True, timeout=120)
+    finally:
+        (folder_with_a_bad_image / "sub" / "empty.jpg").unlink()
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [record["path"] for record in records] == [
+        str(folder_with_a_bad_image / f"{n:03d}.png") for n in range(40) if n != 24
+    ]
+    assert result.stderr.splitlines() == [
+        f"skipped unreadable image {folder_with_a_bad_image / '024.png'}: image file is truncated",
+        f"skipped unreadable image {folder_with_a_bad_image / 'sub' / 'empty.jpg'}: "
+        f"cannot identify image file '{folder_with_a_bad_image / 'sub' / 'empty.jpg'}'",
+        "skipped 2 unreadable image(s) of 41",
+    ]
+
+
+class FlushRecorder(io.StringIO):
+    """A stdout that remembers how many lines had been written at each flush."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines_at_flush: list[int] = []
+
+    def flush(self):
+        self.lines_at_flush.append(self.getvalue().count("\n"))
+        super().flush()
+
+
+def test_results_are_flushed_after_every_batch(trained, folder_with_a_bad_image, monkeypatch, capsys):
+    recorder = FlushRecorder()
+    monkeypatch.setattr(sys, "stdout", recorder)
+    arguments = ["predict", str(trained[0]), str(folder_with_a_bad_image), "--batch-size", "16", "--skip-bad-images"]
+    assert cli.main(arguments) == 0
+    assert [count for count in recorder.lines_at_flush if count] == [16, 31, 39]  # 024.png skipped in the 2nd batch
+
+
+def test_a_progress_bar_shows_on_a_terminals_stderr_and_stdout_stays_plain(trained, folder_with_a_bad_image):
+    parent, child = pty.openpty()
+    result = subprocess.Popen([*CLI, "predict", str(trained[0]), str(folder_with_a_bad_image), "--batch-size", "8",
+                               "--skip-bad-images"], stdout=subprocess.PIPE, stderr=child, text=True,
+                              env={**os.environ, "COLUMNS": "100", "TERM": "xterm"})
+    os.close(child)
+    terminal = []
+    reader = threading.Thread(target=lambda: terminal.extend(iter(lambda: _read(parent), b"")))
+    reader.start()
+    out, _ = result.communicate(timeout=120)
+    reader.join(timeout=60)
+    os.close(parent)
+    shown = b"".join(terminal).decode()
+    assert result.returncode == 0
+    assert "images" in shown and "\x1b[" in shown  # the live bar, drawn with terminal codes
+    assert "skipped unreadable image" in shown
+    assert "\x1b" not in out and len(out.splitlines()) == 39
+
+
+def _read(descriptor: int) -> bytes:
+    try:
+        return os.read(descriptor, 4096)
+    except OSError:  # the child closed the terminal
+        return b""
+
+
+TAMPERED = [
+    ("huge image size", ("preprocessing", "image_size"), 200000, "preprocessing.image_size (200000) must be from 1 to 2048"),
+    ("mean not numbers", ("preprocessing", "mean"), "abc", "preprocessing.mean ('abc') must be a list of 3 finite"),
+    ("std of zero", ("preprocessing", "std"), [0.2, 0.0, 0.3], "must hold numbers greater than 0"),
+    ("unknown interpolation", ("preprocessing", "interpolation"), "sinc", "must be one of nearest, bilinear"),
+    ("fewer class names", ("class_names",), ["cat", "dog"], "names 2 classes but num_classes is 3"),
+    ("repeated class name", ("class_names",), ["cat", "cat", "fish"], "names a class twice"),
+    ("a billion classes", ("num_classes",), 10**9, "num_classes (1000000000) must be from 2 to 100000"),
+    ("head params not a mapping", ("head_params",), [16], "head_params ([16]) must be a mapping"),
+    ("a nested head param", ("head_params",), {"hidden": {"x": 1}}, "holds hidden={'x': 1}"),
+    ("a head param of the wrong type", ("head_params",), {"hidden": "abc", "dropout": 0.25},
+     "head 'mlp' of the model in"),
+    ("a head too big to allocate", ("head_params",), {"hidden": 10**12, "dropout": 0.25},
+     "head.0.bias: the file holds shape [16], the network needs shape [1000000000000]"),
+    ("value not a number", ("value",), "high", "value ('high') must be a finite number"),
+]
+
+
+def tamper(run_dir, tmp_path, keys, value):
+    """Copy ``run_dir`` and set ``model.json``'s field ``keys`` to ``value``; return the copy and its model.json."""
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, symlinks=True)
+    info_path = (copy / "best").resolve() / "model.json"
+    content = json.loads(info_path.read_text())
+    target = content
+    for key in keys[:-1]:
+        target = target[key]
+    target[keys[-1]] = value
+    info_path.write_text(json.dumps(content))
+    return copy, info_path
+
+
+@pytest.mark.parametrize("keys, value, message", [case[1:] for case in TAMPERED], ids=[case[0] for case in TAMPERED])
+def test_a_tampered_model_json_is_one_error_line_naming_the_field(trained, image_dir, tmp_path, capsys, keys, value,
+                                                                  message):
+    run_dir, info_path = tamper(trained[0], tmp_path, keys, value)
+    before = info_path.read_bytes()
+    assert cli.main(["predict", str(run_dir), str(image_dir / "a.png"), "--device", "cpu"]) == 2
+    out, err = capsys.readouterr()
+    (line,) = err.splitlines()
+    assert line.startswith("error: ") and message in line, line
+    assert out == "" and info_path.read_bytes() == before  # read, never changed
+
+
+def test_a_huge_image_size_in_model_json_costs_the_real_command_no_memory(trained, image_dir, tmp_path):
+    run_dir, _ = tamper(trained[0], tmp_path, ("preprocessing", "image_size"), 200000)
+    command = [*CLI, "predict", str(run_dir), str(image_dir / "a.png"), "--device", "cpu"]
+    measure = ("import resource, subprocess, sys; result = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+               "print(result.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
+               "print(result.stderr, end='')")
+    result = subprocess.run([sys.executable, "-c", measure, *command], capture_output=True, text=True, timeout=120)
+    status, *stderr = result.stdout.splitlines()
+    code, peak_kib = map(int, status.split())
+    assert code == 2 and len(stderr) == 1 and "image_size (200000) must be from 1 to 2048" in stderr[0]
+    assert peak_kib < 1_500_000  # importing torch and reading the file; decoding at 200000 px would need ~480 GB
+
+
+def test_every_model_json_field_has_a_schema_check():
+    fields = {field.name for field in dataclasses.fields(BestModelInfo)}
+    assert fields == set(model_schema.FIELDS), "give each new BestModelInfo field a check in storage/model_schema.py"

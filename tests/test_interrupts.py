@@ -16,6 +16,7 @@ from search_processes import (
     DATASET,
     assert_best_matches,
     assert_counted,
+    group_ended,
     open_study,
     run,
     search_command,
@@ -74,20 +75,37 @@ def test_sigkill_of_the_whole_search_then_the_same_command_finishes_it(tmp_path:
     finally:
         os.killpg(search.pid, signal.SIGKILL)  # the parent and its workers, at once
         search.wait()
+    wait_for(lambda: group_ended(search.pid) or None, 60, "every process of the search to end")
     before, _ = checkpoint.load_best(run_dir)  # whole, not half-written
+    study = open_study(run_dir)
+    killed = {trial.number: trial for trial in study.get_trials(states=(TrialState.RUNNING,))}
+    finished = {trial.number: (trial.state, trial.value) for trial in study.trials if trial.state.is_finished()}
 
     resumed = run(command)
     assert resumed.returncode == 0, resumed.stderr
     study = open_study(run_dir)
     counts = assert_counted(study, 4)
-    lost = [trial for trial in study.trials if trial.user_attrs.get("fail_reason", "").startswith("worker died")]
-    assert lost and counts["n_replaced"] == len(lost)
-    for trial in lost:
-        assert f"on {socket.gethostname()} is gone" in trial.user_attrs["fail_reason"]
-        (retry,) = [t for t in study.trials if t.user_attrs.get("retry_of") == trial.number]
-        assert retry.state == TrialState.COMPLETE and retry.params == trial.params
+    assert {number: (study.trials[number].state, study.trials[number].value) for number in finished} == finished
+    assert killed and counts["n_replaced"] == len(killed) - _completed_from_best(study, killed)
+    for number, at_kill in killed.items():
+        trial = study.trials[number]
+        if "recovered" in trial.user_attrs:  # killed between saving best/ and telling the study
+            assert trial.state == TrialState.COMPLETE and trial.value == before["value"]
+            continue
+        # Where the kill caught the worker decides the reason; what the journal held at the kill tells which.
+        expected = (f"worker died (process {at_kill.user_attrs['pid']} on {socket.gethostname()} is gone)"
+                    if "pid" in at_kill.user_attrs else "worker died while claiming the trial")
+        assert trial.state == TrialState.FAIL and trial.user_attrs["fail_reason"] == expected
+        (retry,) = [t for t in study.trials if t.user_attrs.get("retry_of") == number]
+        assert retry.state == TrialState.COMPLETE
+        assert retry.params == trial.params or not trial.params  # a trial killed before sampling has none yet
     summary = assert_best_matches(run_dir, study)
     assert summary["best_value"] >= before["value"]
+
+
+def _completed_from_best(study, killed) -> int:
+    """How many of the ``killed`` trials were completed from ``best/`` rather than re-run."""
+    return sum("recovered" in study.trials[number].user_attrs for number in killed)
 
 
 def test_a_crash_between_saving_the_best_model_and_telling_the_study_completes_the_trial(tmp_path: Path) -> None:

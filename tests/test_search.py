@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from PIL import Image
 from torch import nn
 
 from automl_transfer import TransferSearch, load_model
+from automl_transfer.commands.cli import main
 from automl_transfer.data.datasets import load_dataset
 from automl_transfer.data.prepare import prepare_data
 from automl_transfer.plugin import hookimpl
@@ -120,6 +122,26 @@ def test_same_seed_gives_the_same_first_trial_and_metric(tmp_path: Path) -> None
     assert values[0] == values[1]
 
 
+def test_resuming_with_another_seed_samples_anew_but_scores_on_the_same_validation_split(tmp_path: Path) -> None:
+    space = write_space(tmp_path, head="linear", epochs=1)
+    run_dir = tmp_path / "run"
+    TransferSearch(dataset=DATASET, space=str(space), trials=1, run_dir=run_dir, seed=0, quiet=True).run()
+    cached = sorted(path.name for path in (run_dir / "cache").iterdir())
+    first = load_study(run_dir).trials[0]
+
+    resumed = TransferSearch(dataset=DATASET, space=str(space), trials=2, run_dir=run_dir, seed=7, quiet=True)
+    study = resumed.open()
+    resumed.work(study)
+    dataset = load_dataset(DATASET)
+    (used,) = resumed._prepared.values()
+    assert torch.equal(used.val.images, prepare_data(dataset, 16, seed=0).val.images)  # the study's split
+    assert not torch.equal(used.val.images, prepare_data(dataset, 16, seed=7).val.images)
+    assert sorted(path.name for path in (run_dir / "cache").iterdir()) == cached  # nothing decoded again
+    trials = load_study(run_dir).trials
+    assert (trials[0].params, trials[0].value) == (first.params, first.value)
+    assert trials[1].user_attrs["train_seed"] == 7 + 1  # sampling and training follow the new seed
+
+
 class ExplodingHead:
     """A head plugin whose module raises on its first forward pass."""
 
@@ -209,3 +231,76 @@ def test_cli_rejects_zero_trials_with_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["error: --trials must be a positive number, not 0"]
     assert not (tmp_path / "run").exists()
+
+
+def test_file_and_class_names_that_are_not_utf8_are_searched_and_predicted_by_their_bytes(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for name in (b"plain", b"caf\xe9"):  # Latin-1 'café': not valid UTF-8
+        folder = data / os.fsdecode(name)
+        folder.mkdir(parents=True)
+        for index in range(6):
+            Image.new("RGB", (16, 16), (40 * index, 200 if name == b"plain" else 20, 90)).save(folder / f"{index}.png")
+    odd_file = data / "plain" / os.fsdecode(b"\xff\xfe.png")
+    Image.new("RGB", (16, 16), (10, 200, 90)).save(odd_file)
+    space = write_space(tmp_path, head="linear", epochs=1)
+    environment = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}  # as on an en_US.UTF-8 machine
+    search = subprocess.run([*CLI, "search", "--dataset", f"imagefolder:{data}", "--space", str(space), "--trials", "1",
+                             "--run-dir", str(tmp_path / "run"), "--quiet"], capture_output=True, env=environment,
+                            timeout=240)
+    assert search.returncode == 0, search.stderr.decode(errors="replace")
+    predict = subprocess.run([*CLI, "predict", str(tmp_path / "run"), str(data)], capture_output=True,
+                             env=environment, timeout=120)
+    assert predict.returncode == 0, predict.stderr.decode(errors="replace")
+    lines = predict.stdout.splitlines()
+    assert len(lines) == 13 and os.fsencode(odd_file) + b"\t" in predict.stdout
+    assert {line.split(b"\t")[1] for line in lines} <= {b"plain", b"caf\xe9"}
+
+
+def test_a_search_whose_every_trial_fails_says_so_and_exits_2(tmp_path: Path, register_plugin, capsys) -> None:
+    register_plugin(ExplodingHead(), "exploding-head")
+    space = write_space(tmp_path, head="exploding", epochs=1)
+    arguments = ["search", "--dataset", DATASET, "--space", str(space), "--trials", "2", "--run-dir",
+                 str(tmp_path / "run"), "--quiet"]
+    assert main(arguments) == 2
+    out, err = capsys.readouterr()
+    (line,) = err.splitlines()
+    assert line == (f"error: every trial failed (2x RuntimeError: head exploded on purpose), so there is no best model "
+                    f"in {tmp_path / 'run'}; fix the cause, then start over with --force-new "
+                    f"(`automl-transfer report {tmp_path / 'run'}` lists each trial's reason)")
+    assert "best model:" not in out and not (tmp_path / "run" / "best").exists()
+
+
+def make_images(folder: Path) -> Path:
+    for name in ("a", "b"):
+        (folder / name).mkdir(parents=True)
+        for index in range(6):
+            Image.new("RGB", (16, 16), (40 * index, 200 if name == "a" else 20, 90)).save(folder / name / f"{index}.png")
+    return folder
+
+
+def test_a_touched_file_resumes_a_changed_one_is_refused_naming_what_force_new_deletes(tmp_path: Path) -> None:
+    data = make_images(tmp_path / "data")
+    space = write_space(tmp_path, head="linear", epochs=1)
+    run_dir = tmp_path / "run"
+
+    def command(trials: int, *extra: str) -> list[str]:
+        return [*CLI, "search", "--dataset", f"imagefolder:{data}", "--space", str(space), "--trials", str(trials),
+                "--run-dir", str(run_dir), "--quiet", *extra]
+
+    assert subprocess.run(command(1), capture_output=True, timeout=240).returncode == 0
+    first = load_study(run_dir).trials[0]
+    os.utime(data / "a" / "0.png", (1e9, 1e9))  # touched: same bytes, another time
+    resumed = subprocess.run(command(2), capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr
+    trials = load_study(run_dir).trials
+    assert len(trials) == 2 and (trials[0].params, trials[0].value) == (first.params, first.value)
+
+    Image.new("RGB", (16, 16), (1, 2, 3)).save(data / "a" / "0.png")  # now really changed
+    refused = subprocess.run(command(3), capture_output=True, text=True, timeout=240)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().endswith("with a different dataset_fingerprint; pass --force-new to delete it "
+                                           "(2 trial(s) and its best model) and start over, or choose another --run-dir")
+    assert len(load_study(run_dir).trials) == 2
+    replaced = subprocess.run(command(1, "--force-new"), capture_output=True, text=True, timeout=240)
+    assert replaced.returncode == 0, replaced.stderr
+    assert len(load_study(run_dir).trials) == 1  # what the message said would go, went

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import pty
+import re
 import signal
 import socket
 import subprocess
+import threading
 from pathlib import Path
 
 import optuna
@@ -175,3 +178,30 @@ def test_a_running_trial_of_a_live_worker_is_left_alone(tmp_path: Path) -> None:
     claimed_elsewhere.set_user_attr("pid", 1)
     assert recover_lost_trials(study, storage, tmp_path) == []
     assert [trial.state for trial in study.trials] == [TrialState.RUNNING, TrialState.RUNNING]
+
+
+@pytest.mark.slow
+def test_on_a_terminal_workers_print_trial_lines_on_stderr_and_no_progress_bars(tmp_path: Path) -> None:
+    space = write_space(tmp_path)
+    parent, child = pty.openpty()
+    search = subprocess.Popen(search_command(space, tmp_path / "run", 3, "--workers", "2"), stdout=subprocess.PIPE,
+                              stderr=child, text=True, env={**os.environ, "COLUMNS": "120", "TERM": "xterm"})
+    os.close(child)
+    terminal: list[bytes] = []
+    reader = threading.Thread(target=lambda: terminal.extend(iter(lambda: _read(parent), b"")))
+    reader.start()
+    out, _ = search.communicate(timeout=240)
+    reader.join(timeout=60)
+    os.close(parent)
+    assert search.returncode == 0
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(terminal).decode()).replace("\r", "\n")
+    assert sorted(re.findall(r"^trial (\d+): accuracy=", shown, flags=re.M)) == ["0", "1", "2"]
+    assert not re.search(r"^trials\b", shown, flags=re.M)  # no worker draws a bar over the trials
+    assert "trial 0:" not in out and "Leaderboard" in out
+
+
+def _read(descriptor: int) -> bytes:
+    try:
+        return os.read(descriptor, 4096)
+    except OSError:  # the terminal's other end closed
+        return b""

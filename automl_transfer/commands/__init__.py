@@ -6,4 +6,4 @@ returns the exit code. :mod:`automl_transfer.cli` imports them in this order.
 """
 
 #: The command modules under ``automl_transfer.commands``, in ``--help`` order.
-COMMAND_MODULES = ("demo", "search", "rank", "worker", "predict", "evaluate", "export", "report", "plugins")
+COMMAND_MODULES = ("demo", "search", "rank", "worker", "predict", "evaluate", "export", "report", "repair", "plugins")

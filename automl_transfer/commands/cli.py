@@ -10,6 +10,7 @@ what it needs when it runs), so ``--help`` answers at once.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 import warnings
@@ -59,8 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return the exit code.
 
     :param argv: the arguments after the program name; ``None`` reads ``sys.argv``.
-    :returns: the command's exit code; 2 after an :class:`AutoMLTransferError` (printed as one
-        ``error: ...`` line on stderr); 130 after Ctrl-C. Bad usage exits through argparse.
+    :returns: the command's exit code; 2 after an :class:`AutoMLTransferError` or a full,
+        read-only or failing disk (printed as one ``error: ...`` line on stderr); 130 after
+        Ctrl-C. Bad usage exits through argparse.
     """
     args = build_parser().parse_args(argv)
     with warnings.catch_warnings():
@@ -72,9 +74,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         except AutoMLTransferError as exc:
             print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
             return EXIT_USER_ERROR
+        except OSError as exc:
+            if exc.errno not in STORAGE_ERRNOS:
+                raise
+            print(f"error: {storage_failure(exc)}", file=sys.stderr)
+            return EXIT_USER_ERROR
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
+
+
+#: File-system errors that are the machine's state, not a bug: one ``error:`` line, never a traceback.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+
+
+def storage_failure(error: OSError) -> str:
+    """Describe a full, read-only or failing disk in one line that says what to do.
+
+    :param error: an ``OSError`` whose ``errno`` is in :data:`STORAGE_ERRNOS`.
+    :returns: the message, without the ``error:`` prefix.
+    """
+    where = f" ({error.filename})" if error.filename else ""
+    fix = {
+        errno.ENOSPC: "free some space",
+        errno.EDQUOT: "free some space or raise your quota",
+        errno.EROFS: "make the file system writable or choose another --run-dir",
+    }.get(error.errno, "check the disk")
+    return (
+        f"{error.strerror or error}{where}; {fix}, then run the same command again: "
+        "what was recorded before stays, and a trial cut short runs again"
+    )
 
 
 def _one_line_plugin_warnings(show_other):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import difflib
+import math
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +24,8 @@ def read_job_file(path: str | Path) -> dict[str, Any]:
     """Read a job YAML file into ``SearchConfig`` keyword arguments.
 
     :returns: a dict keyed by ``SearchConfig`` field names.
-    :raises AutoMLTransferError: the file is missing, not YAML, not a mapping, or has an unknown key.
+    :raises AutoMLTransferError: the file is missing, not YAML, not a mapping, or has an unknown
+        key or a value of the wrong type.
     """
     path = Path(path)
     try:
@@ -42,8 +47,51 @@ def read_job_file(path: str | Path) -> dict[str, Any]:
             raise AutoMLTransferError(
                 f"job file {path}: unknown key {key!r}{hint}; valid keys: {', '.join(k.replace('_', '-') for k in JOB_KEYS)}"
             )
+        problem = value_problem(FIELD_TYPES[name], value)
+        if problem:
+            raise AutoMLTransferError(f"job file {path}: {key} is {value!r}; it must be {problem}")
         job[name] = value
     return job
+
+
+#: The type each ``SearchConfig`` field takes, which a job-file value must have.
+FIELD_TYPES = typing.get_type_hints(SearchConfig)
+
+
+def value_problem(hint: Any, value: Any) -> str | None:
+    """Tell whether a YAML ``value`` fits the type ``hint`` of a ``SearchConfig`` field.
+
+    YAML is strict here where Python would be lenient: ``quiet: "no"`` is text, not false, and
+    ``trials: "many"`` is not a number.
+
+    :returns: ``None`` when it fits, else what it must be (``"true or false"``).
+    """
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    for option in options:
+        if option is type(None) and value is None:
+            return None
+        if option is bool and isinstance(value, bool):
+            return None
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return None
+        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return None
+        if option in (str, Path) and isinstance(value, str):
+            return None
+        if typing.get_origin(option) is collections.abc.Mapping and isinstance(value, dict):
+            return None
+    return " or ".join(_KIND_NAMES.get(typing.get_origin(option) or option, str(option)) for option in options)
+
+
+_KIND_NAMES = {
+    bool: "true or false",
+    int: "a whole number",
+    float: "a number",
+    str: "text",
+    Path: "a path",
+    collections.abc.Mapping: "a mapping",
+    type(None): "null",
+}
 
 
 def merge_job(job: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:

@@ -16,17 +16,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--study", help="study name, when the storage holds several")
     parser.add_argument("--storage", help="RDB storage URL, when the search did not use the run dir's journal")
     parser.add_argument("--top", type=int, default=10, help="rows of the leaderboard (default 10)")
+    parser.add_argument("--plots", type=Path, help=f"folder for the HTML plots (default RUN_DIR/{REPORT_DIR})")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the report and write the plots into ``RUN_DIR/report`` (see :mod:`automl_transfer.reporting.plots`).
+    """Print the report and write the plots into ``--plots`` (default ``RUN_DIR/report``).
 
-    :raises AutoMLTransferError: no search in the run dir, or an unreachable storage.
+    The run dir is only read (a read-only one is fine) unless the plots go into it.
+
+    :raises AutoMLTransferError: no search in the run dir, an unreachable storage, or a plots
+        folder that cannot be written (after the leaderboard was printed).
     """
     import json
 
     import optuna
 
+    from automl_transfer.errors import RunDirError
     from automl_transfer.reporting.evaluation import score_line
     from automl_transfer.reporting.leaderboard import leaderboard, wide_console
     from automl_transfer.reporting.plots import importance_table, write_plots
@@ -35,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from automl_transfer.storage.backends import open_run_storage, pick_study
     from automl_transfer.storage.run_dir import SUMMARY_NAME
 
-    storage = open_run_storage(args.run_dir, args.storage)
+    storage = open_run_storage(args.run_dir, args.storage, read_only=True)
     name = pick_study(storage, args.study, args.run_dir)
     study = optuna.load_study(study_name=name, storage=storage)
     metric = recorded_identity(study).get("metric", "value")
@@ -51,6 +56,13 @@ def run(args: argparse.Namespace) -> int:
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
     if summary and summary.get("test"):
         console.print(f"Held-out images: {score_line(summary['test'])}", highlight=False, soft_wrap=True)
-    for path in write_plots(study, args.run_dir / REPORT_DIR, metric, summary):
+    plots = args.plots or args.run_dir / REPORT_DIR
+    try:
+        written = write_plots(study, plots, metric, summary)
+    except OSError as error:
+        raise RunDirError(
+            f"cannot write the plots into {plots}: {error.strerror or error}; pass --plots DIR to write them elsewhere"
+        ) from None
+    for path in written:
         console.print(f"wrote {path}", highlight=False)
     return 0

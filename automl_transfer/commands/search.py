@@ -5,11 +5,16 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from automl_transfer.commands.job_config import merge_job, read_job_file
 from automl_transfer.errors import EXIT_INTERRUPTED, AutoMLTransferError
 from automl_transfer.search.config import METRICS, PRUNERS, SAMPLERS, SearchConfig
+
+if TYPE_CHECKING:
+    from automl_transfer.search.search import TransferSearch
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -32,7 +37,9 @@ def add_search_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study", help="Optuna study name (default: from dataset and space)")
     parser.add_argument("--storage", help="RDB storage URL for multi-machine searches (default: journal in run dir)")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
-    parser.add_argument("--seed", type=int, help="seed for sampler, split and training (default 0)")
+    parser.add_argument(
+        "--seed", type=int, help="seed for sampler and training, and for the validation split of a new search (default 0)"
+    )
     parser.add_argument("--metric", choices=tuple(METRICS), help="objective (default accuracy)")
     parser.add_argument("--pruner", choices=PRUNERS, help="pruner (default hyperband)")
     parser.add_argument("--sampler", choices=SAMPLERS, help="sampler (default tpe)")
@@ -107,15 +114,19 @@ def config_from_args(args: argparse.Namespace) -> SearchConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the search; exit 0 when done, 130 after Ctrl-C or SIGTERM (printing how to resume)."""
+    """Run the search; exit 0 when done, 130 after Ctrl-C or SIGTERM (printing how to resume).
+
+    :raises AutoMLTransferError: bad input, or every trial failed (there is no best model).
+    """
     import optuna
 
     from automl_transfer.search.search import TransferSearch
 
     config = config_from_args(args)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    search = TransferSearch(config)
     try:
-        TransferSearch(config).run()
+        summary = search.run()
     except KeyboardInterrupt:
         print(
             "interrupted: the running trials were recorded as failed (interrupted) and will run again; "
@@ -126,6 +137,29 @@ def run(args: argparse.Namespace) -> int:
     if config.workers == 0:
         where = f"--storage URL --study {config.study}" if config.storage else f"--run-dir {config.run_dir}"
         print(f"search recorded in {config.run_dir}; run its trials with: automl-transfer worker {where}")
+    elif summary["best_trial"] is None:
+        _no_best_model(search, summary)
     else:
         print(f"best model: {config.run_dir / 'best'}  summary: {config.run_dir / 'summary.json'}")
     return 0
+
+
+def _no_best_model(search: TransferSearch, summary: dict[str, Any]) -> None:
+    """Say why no trial completed; an error (exit 2) when every finished trial failed.
+
+    :raises AutoMLTransferError: every finished trial failed, naming the most common reasons.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    config = search.config
+    if summary["n_failed"] == 0 or summary["n_complete"] + summary["n_pruned"] > 0:
+        print(f"no trial has completed yet, so there is no best model; run the same command to go on ({config.run_dir})")
+        return
+    study = optuna.load_study(study_name=config.study, storage=search.storage)
+    reasons = Counter(t.user_attrs.get("fail_reason", "unknown") for t in study.get_trials(states=(TrialState.FAIL,)))
+    shown = "; ".join(f"{count}x {reason}" for reason, count in reasons.most_common(2))
+    raise AutoMLTransferError(
+        f"every trial failed ({shown}), so there is no best model in {config.run_dir}; fix the cause, then start "
+        f"over with --force-new (`automl-transfer report {config.run_dir}` lists each trial's reason)"
+    )

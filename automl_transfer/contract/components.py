@@ -25,6 +25,14 @@ ImageItem = Union[Path, "Image.Image"]
 #: A backbone builder receives it as its ``weights`` argument.
 NO_WEIGHTS = "none"
 
+#: The largest side, in pixels, of the square images a model trains on or predicts from (in a
+#: search space and in ``model.json``): every image of a dataset is decoded at this size, so a
+#: larger one would need hundreds of gigabytes for an ordinary dataset.
+MAX_IMAGE_SIZE = 2048
+
+#: The resampling filters an image may be resized with (Pillow's names, as timm's data configs write them).
+INTERPOLATION_NAMES = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+
 
 @dataclass
 class Backbone:

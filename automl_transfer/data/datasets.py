@@ -103,15 +103,18 @@ def check_dataset(dataset: ImageDataset) -> None:
         raise DatasetError(f"{origin}: class(es) {empty} have no training images; add images or remove the class")
 
 
-def dataset_fingerprint(dataset: ImageDataset) -> str:
-    """Return a stable SHA-256 hex digest identifying the dataset's content, without decoding.
+def dataset_fingerprint(dataset: ImageDataset, content: bool = False) -> str:
+    """Return a stable SHA-256 hex digest identifying the dataset's content.
 
     It covers the class names, each split's items and labels in order, and for an image file
-    its path relative to the folder holding all the files, its size and modification time;
-    for an image in memory, its mode, size and pixel bytes. Moving the dataset folder keeps
-    the fingerprint; editing, adding or removing a file changes it.
+    its path relative to the folder holding all the files and, by default, its size and
+    modification time (nothing is read); for an image in memory, its mode, size and pixel
+    bytes. Moving the dataset folder keeps the fingerprint; editing, adding or removing a file
+    changes it.
 
-    :raises DatasetError: naming a file that does not exist.
+    :param content: identify each file by a hash of its bytes instead of its size and time:
+        slower (every file is read), but a file touched or copied without a change keeps it.
+    :raises DatasetError: naming a file that does not exist or cannot be read.
     """
     splits = dataset_splits(dataset)
     folders = {os.path.dirname(os.path.abspath(item)) for items in splits.values() for item, _ in items
@@ -126,12 +129,25 @@ def dataset_fingerprint(dataset: ImageDataset) -> str:
                 digest.update(item.tobytes())
                 continue
             path = os.path.abspath(item)
-            try:
-                stat = os.stat(path)
-            except OSError as error:
-                raise DatasetError(f"cannot read image {path}: {error.strerror}") from None
             relative = os.path.relpath(path, root).replace(os.sep, "/")
-            digest.update(f"{label} file {relative} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+            line = f"{label} file {relative} {_file_identity(path, content)}\n"
+            digest.update(line.encode("utf-8", "surrogateescape"))  # a name that is not UTF-8: by its bytes
     return digest.hexdigest()
 
 
+def _file_identity(path: str, content: bool) -> str:
+    """``"<size> <mtime ns>"``, or with ``content`` the SHA-256 of the file's bytes.
+
+    :raises DatasetError: the file does not exist or cannot be read.
+    """
+    try:
+        if content:
+            digest = hashlib.sha256()
+            with open(path, "rb") as file:
+                while block := file.read(1 << 20):
+                    digest.update(block)
+            return digest.hexdigest()
+        stat = os.stat(path)
+    except OSError as error:
+        raise DatasetError(f"cannot read image {path}: {error.strerror}") from None
+    return f"{stat.st_size} {stat.st_mtime_ns}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Sequence
@@ -16,22 +17,18 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from automl_transfer.contract.components import ImageItem
+from automl_transfer.contract.components import INTERPOLATION_NAMES, ImageItem
 from automl_transfer.errors import DatasetError
 
 #: Interpolation names accepted by :func:`resize_to_tensor` (timm's ``data_config`` names).
-INTERPOLATIONS = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-    "box": Image.Resampling.BOX,
-    "hamming": Image.Resampling.HAMMING,
-}
+INTERPOLATIONS = {name: Image.Resampling[name.upper()] for name in INTERPOLATION_NAMES}
 
 _WHITE = (255, 255, 255, 255)
 
 logger = logging.getLogger(__name__)
+
+# read_image reports a large image in one warning line of its own instead of Pillow's raw warning.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def _to_eight_bits(image: Image.Image) -> Image.Image:
@@ -62,18 +59,36 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
+class UnreadableImageError(DatasetError):
+    """An image file that is missing, cannot be decoded or is corrupt.
+
+    :param path: the file.
+    :param reason: what is wrong with it, without advice (``"image file is truncated"``).
+    """
+
+    def __init__(self, path: Path, reason: str):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"cannot read image {path}: {reason}. Fix or delete the file, or pass --skip-bad-images")
+
+
 def read_image(item: ImageItem) -> Image.Image:
     """Read one dataset item as an RGB PIL image.
 
     :param item: a path to an image file, or a PIL image already in memory.
     :returns: an RGB image, turned upright according to its EXIF orientation.
-    :raises DatasetError: naming the file when it is missing, unreadable or corrupt.
+    :raises DatasetError: naming the file when it does not exist.
+    :raises UnreadableImageError: naming the file when it is unreadable or corrupt.
     """
     if isinstance(item, Image.Image):
         return to_rgb(item)
     path = Path(item)
     try:
         with Image.open(path) as opened:
+            width, height = opened.size
+            if width * height > (Image.MAX_IMAGE_PIXELS or width * height):
+                logger.warning("warning: %s is a very large image (%d x %d pixels); decoding it needs about %d MB",
+                               path, width, height, width * height * len(opened.getbands()) // 2**20 + 1)
             opened.load()
             upright = ImageOps.exif_transpose(opened)
             return to_rgb(upright)
@@ -82,9 +97,7 @@ def read_image(item: ImageItem) -> Image.Image:
     # PIL's decoders raise many kinds of exception for malformed files (OSError,
     # SyntaxError, ValueError, struct.error, DecompressionBombError ...).
     except Exception as error:
-        raise DatasetError(
-            f"cannot read image {path}: {error}. Fix or delete the file, or pass --skip-bad-images"
-        ) from None
+        raise UnreadableImageError(path, " ".join(str(error).split()).rstrip(".") or type(error).__name__) from None
 
 
 def resize_to_tensor(image: Image.Image, image_size: int, interpolation: str = "bilinear") -> torch.Tensor:
@@ -147,7 +160,8 @@ def decode_images(items: Sequence[tuple[ImageItem, int]], image_size: int, inter
             if isinstance(result, DatasetError):
                 if not skip_bad_images:
                     raise result
-                logger.warning("skipping unreadable image: %s", result)
+                logger.warning("warning: skipped unreadable image %s: %s", getattr(result, "path", items[index][0]),
+                               getattr(result, "reason", result))
                 readable[index] = False
             else:
                 images[index] = result

@@ -90,6 +90,44 @@ def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tu
             torch.from_numpy(np.sort(np.concatenate(val_parts))))
 
 
+def available_memory() -> int | None:
+    """Return the bytes of memory this process can still get: the system's available memory,
+    lowered to what is left under a cgroup (container) limit; ``None`` where neither can be read."""
+    limits = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                limits.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError):
+        pass
+    try:
+        cgroup = Path("/sys/fs/cgroup")
+        maximum = (cgroup / "memory.max").read_text().strip()
+        if maximum != "max":
+            limits.append(int(maximum) - int((cgroup / "memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return min(limits) if limits else None
+
+
+def check_memory(count: int, image_size: int, origin: str) -> None:
+    """Refuse to decode ``count`` images at ``image_size`` when their tensors cannot fit in memory.
+
+    :raises DatasetError: saying how much they need and how much there is.
+    """
+    needed = count * 3 * image_size * image_size
+    available = available_memory()
+    if available is not None and needed > available:
+        raise DatasetError(
+            f"{origin}: its {count} images decoded at {image_size}x{image_size} pixels need {_size(needed)} of memory, "
+            f"more than the {_size(max(available, 0))} available; lower image_size in the space"
+        )
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
+
+
 def _hold_out(train: LabelledTensors, class_names: list[str], val_fraction: float, seed: int,
               origin: str) -> tuple[LabelledTensors, LabelledTensors]:
     """Split ``train`` with :func:`stratified_split`; warn about classes left without validation."""
@@ -108,9 +146,11 @@ def _hold_out(train: LabelledTensors, class_names: list[str], val_fraction: floa
 
 def _decode_splits(dataset: ImageDataset, image_size: int, interpolation: str, skip_bad_images: bool,
                    progress: Callable[[int, int], None] | None) -> dict[str, tuple[torch.Tensor, torch.Tensor, int]]:
-    """Decode each split with :func:`decode_images`, reporting ``progress(done, total)`` over all of them."""
+    """Decode each split with :func:`decode_images` (after :func:`check_memory`), reporting
+    ``progress(done, total)`` over all of them."""
     splits = dataset_splits(dataset)
     total = sum(len(items) for items in splits.values())
+    check_memory(total, image_size, dataset.origin or "dataset")
     decoded, offset = {}, 0
     if progress is not None:
         progress(0, total)
@@ -147,7 +187,8 @@ def prepare_data(dataset: ImageDataset, image_size: int, *, interpolation: str =
     :returns: the :class:`PreparedData`.
     :raises DatasetError: naming the file or class at fault: the checks of
         :func:`check_dataset`, a missing or unreadable image (unless skipped), a class left
-        without training images by skipping, or no validation images.
+        without training images by skipping, or no validation images; or decoded images that
+        would not fit in memory (:func:`check_memory`).
     :raises ValueError: for an unknown interpolation or a ``val_fraction`` outside ``(0, 1)``.
     """
     if interpolation not in INTERPOLATIONS:

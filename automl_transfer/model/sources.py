@@ -83,7 +83,7 @@ class SourceSpec:
         separators = [os.sep] + ([os.altsep] if os.altsep else []) + ["/"]
         is_file = self.weights.lower().endswith(WEIGHTS_SUFFIXES) or any(sep in self.weights for sep in separators)
         # Absolute but links kept: `run/best/model.safetensors` follows `best` when it is read.
-        return Path(os.path.abspath(Path(self.weights).expanduser())) if is_file else None
+        return Path(os.path.abspath(os.path.expanduser(self.weights))) if is_file else None
 
     def __str__(self) -> str:
         text = f"{self.plugin}:{self.model}"

@@ -62,7 +62,7 @@ def load_weights_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     :raises WeightsError: the file is missing, has an unsupported suffix, is corrupt, needs
         pickled objects beyond tensors, or ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` is set.
     """
-    file = Path(path).expanduser()
+    file = Path(os.path.expanduser(path))
     if not file.is_file():
         raise WeightsError(f"weights file {str(file)!r} not found (resolved to {file.resolve()})")
     suffix = file.suffix.lower()

@@ -39,6 +39,7 @@ def write_plots(study: optuna.Study, out_dir: Path, metric: str, summary: dict[s
     :param summary: the run's ``summary.json`` content; its ``test`` entry gives the confusion matrix.
     :returns: the files written (importances need two complete trials and the confusion matrix
         a scored test set, so either may be missing).
+    :raises OSError: ``out_dir`` cannot be created or written.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = {"history.html": history_figure(study, metric), "epochs.html": epochs_figure(study, metric)}

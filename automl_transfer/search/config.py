@@ -41,7 +41,8 @@ class SearchConfig:
     :param study: the Optuna study name (default: derived from dataset and space).
     :param storage: an RDB URL for multi-machine searches; default the run dir's journal file.
     :param device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-    :param seed: seeds the sampler, the validation split and training.
+    :param seed: seeds the sampler and training, and the validation split of a new search (a
+        resumed one keeps the split it was created with).
     :param metric: ``accuracy``, ``macro_f1`` or ``loss``.
     :param pruner: ``hyperband``, ``median`` or ``none``.
     :param sampler: ``tpe`` (multivariate) or ``random``.

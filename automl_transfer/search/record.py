@@ -26,7 +26,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from automl_transfer.search.config import SearchConfig
 
@@ -51,7 +51,13 @@ class SearchIdentity:
     :param space_fingerprint: the space's fingerprint.
     :param metric: the objective (``accuracy`` ...).
     :param val_fraction: the validation share split off datasets without a validation set.
-    :param seed: the search's seed (it also seeds the validation split).
+    :param seed: the seed the search was created with. It seeds the validation split for good
+        (:func:`split_seed`): a resume with another ``--seed`` samples and trains with the new
+        one, but scores every trial on the same validation images, so old and new trials stay
+        comparable and the pruner compares like with like. So it is not compared.
+    :param dataset_content: the dataset's fingerprint by file content, recorded when the study
+        is created (``None`` in older records): when only the files' times changed (a file
+        touched, a folder copied), it tells the same data from changed data.
     """
 
     dataset: str
@@ -61,13 +67,24 @@ class SearchIdentity:
     metric: str
     val_fraction: float
     seed: int
+    dataset_content: str | None = None
 
     #: The fields that must match for a study to be resumed.
     COMPARED = ("dataset", "dataset_fingerprint", "space", "space_fingerprint", "metric", "val_fraction")
 
-    def differences(self, recorded: dict[str, Any]) -> list[str]:
-        """Return the compared fields whose recorded value differs from this identity's."""
-        return [name for name in self.COMPARED if recorded.get(name) != getattr(self, name)]
+    def differences(self, recorded: dict[str, Any], content: Callable[[], str] | None = None) -> list[str]:
+        """Return the compared fields whose recorded value differs from this identity's.
+
+        :param recorded: the identity a study records.
+        :param content: returns the dataset's content fingerprint; called only when the files'
+            sizes or times differ, and the dataset then counts as the same when it matches the
+            recorded ``dataset_content``.
+        """
+        different = [name for name in self.COMPARED if recorded.get(name) != getattr(self, name)]
+        if "dataset_fingerprint" in different and content is not None and recorded.get("dataset_content"):
+            if recorded["dataset_content"] == content():
+                different.remove("dataset_fingerprint")
+        return different
 
 
 @dataclass(frozen=True)
@@ -170,9 +187,28 @@ def write_job(study: optuna.Study, job: JobSettings) -> None:
         study.set_user_attr(JOB_ATTR, content)
 
 
+def refresh_identity(study: optuna.Study, identity: SearchIdentity) -> None:
+    """Record the dataset files' current sizes and times after a resume that matched by content.
+
+    Workers then accept the data as it is now, and the next resume needs no content check.
+    """
+    recorded = recorded_identity(study)
+    if recorded and recorded.get("dataset_fingerprint") != identity.dataset_fingerprint:
+        study.set_user_attr(IDENTITY_ATTR, {**recorded, "dataset_fingerprint": identity.dataset_fingerprint})
+
+
 def recorded_identity(study: optuna.Study) -> dict[str, Any]:
     """Return the identity a study records (empty for a study no search of ours started)."""
     return study.user_attrs.get(IDENTITY_ATTR, {})
+
+
+def split_seed(study: optuna.Study, default: int) -> int:
+    """Return the seed of the study's validation split: the one it was created with.
+
+    :param default: used for a study no search of ours started (no recorded seed).
+    """
+    seed = recorded_identity(study).get("seed")
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else default
 
 
 def target_trials(study: optuna.Study, default: int) -> int:

@@ -53,6 +53,8 @@ PROCESS_ATTRS = ("host", "boot_id", "pid", "pid_start")
 WORKER_DEATHS = "worker_deaths"
 #: User attr of a re-queued trial: the number whose seed it reuses, so it trains the same way.
 SEED_TRIAL = "seed_trial"
+#: User attr of every trial: the seed it trained with.
+TRAIN_SEED = "train_seed"
 
 
 def process_record(pid: int | None = None) -> dict[str, Any]:

@@ -20,7 +20,8 @@ across resumes and parallel workers.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
+from functools import cached_property
 from typing import Any, Mapping
 
 import optuna
@@ -43,10 +44,13 @@ from automl_transfer.search.config import (
 from automl_transfer.search.counting import finished_count
 from automl_transfer.search.final_score import held_out_data, score_final_model
 from automl_transfer.search.phases import Phase
+from automl_transfer.search.rebuild import check_best_model
 from automl_transfer.search.record import (
     JobSettings,
     SearchIdentity,
     recorded_identity,
+    refresh_identity,
+    split_seed,
     target_trials,
     write_identity,
     write_job,
@@ -59,12 +63,9 @@ from automl_transfer.search.sources import apply_weights_choice, check_sources
 from automl_transfer.search.summary import write_summary
 from automl_transfer.search.trials import TrialContext, TrialRunner
 from automl_transfer.search.workers import run_workers
-
-#: The user attr of a trial enqueued from the space's start points: its place among them.
-START_POINT = "start_point"
 from automl_transfer.space import SearchSpace, load_space
 from automl_transfer.storage.backends import open_storage
-from automl_transfer.storage.checkpoint import remove_best
+from automl_transfer.storage.checkpoint import BEST_LINK, remove_best
 from automl_transfer.storage.optuna_internals import start_heartbeat
 from automl_transfer.storage.run_dir import (
     CACHE_NAME,
@@ -74,6 +75,9 @@ from automl_transfer.storage.run_dir import (
 )
 from automl_transfer.training.devices import resolve_device
 from automl_transfer.training.params import preprocessing_for
+
+#: The user attr of a trial enqueued from the space's start points: its place among them.
+START_POINT = "start_point"
 
 
 class TransferSearch:
@@ -94,6 +98,7 @@ class TransferSearch:
         self.config = config if config is not None else SearchConfig(**fields)
         self.metric_key, self.direction = METRICS[self.config.metric]
         self._prepared: dict[tuple[int, str], PreparedData] = {}
+        self.split_seed = self.config.seed  # the validation split's: the study's first seed, whatever --seed is now
         self.storage: optuna.storages.BaseStorage | None = None
         self.runner: TrialRunner | None = None
         self.backbones = BackboneCache()
@@ -157,7 +162,7 @@ class TransferSearch:
 
         :returns: the study, with the search's record in its user attrs and the trials of
             dead workers recovered.
-        :raises AutoMLTransferError: bad dataset, space, source, device, storage or run dir.
+        :raises AutoMLTransferError: bad dataset, space, source, device, storage, run dir or ``best/``.
         """
         space, dataset, source_configs = self._check_inputs()
         run_dir = self.config.run_dir = check_run_dir(self.config.run_dir)
@@ -173,12 +178,16 @@ class TransferSearch:
         if self.config.storage is not None or (run_dir / JOURNAL_NAME).is_file():
             self.storage = self._open_storage()
         study, replaced = self._existing_study(identity)
+        if study is not None:
+            check_best_model(study, run_dir)
+            self.split_seed = split_seed(study, self.config.seed)
         self.prepare(*preprocessing_for(space.to_dict()["image_size"], source_configs[space.sources[0]]))
         prepare_run_dir(run_dir)
         if self.storage is None:
             self.storage = self._open_storage()
         if study is None:
-            study = self._create_study(identity, replaced)
+            study = self._create_study(replace(identity, dataset_content=self.content_fingerprint), replaced)
+        refresh_identity(study, identity)
         write_job(study, JobSettings.of(self.config))
         self._make_runner(source_configs)
         self.recover(study)
@@ -198,6 +207,7 @@ class TransferSearch:
         if self.storage is None:
             self.storage = self._open_storage()
         study = self.load_study(self.config.study)
+        self.split_seed = split_seed(study, self.config.seed)
         if self.fingerprint != recorded_identity(study).get("dataset_fingerprint"):
             raise DatasetError(
                 f"dataset {self.config.dataset!r} is not the one study {self.config.study!r} was started with (files "
@@ -208,9 +218,9 @@ class TransferSearch:
                 f"run dir {self.config.run_dir} of study {self.config.study!r} does not exist on this machine; put it on "
                 "a file system every worker shares (it holds best/ and the claim lock), or give its path with --run-dir"
             )
-        self.config.run_dir = prepare_run_dir(self.config.run_dir)
+        run_dir = self.config.run_dir = prepare_run_dir(self.config.run_dir)
         self._make_runner(source_configs)
-        call_observers("search_start", run_dir=self.config.run_dir, study=study, settings=self.settings())
+        call_observers("search_start", run_dir=run_dir, study=study, settings={**self.settings(), "worker": True})
         return study
 
     def recover(self, study: optuna.Study, exit_reasons: Mapping[int, str] | None = None) -> None:
@@ -244,7 +254,7 @@ class TransferSearch:
                     image_size,
                     interpolation=interpolation,
                     val_fraction=self.config.val_fraction,
-                    seed=self.config.seed,
+                    seed=self.split_seed,
                     skip_bad_images=self.config.skip_bad_images,
                     cache_dir=self.config.run_dir / CACHE_NAME,
                     fingerprint=self.fingerprint,
@@ -314,6 +324,11 @@ class TransferSearch:
         )
         self.runner = TrialRunner(context, self.storage)
 
+    @cached_property
+    def content_fingerprint(self) -> str:
+        """The dataset's fingerprint by file content (computed once: it reads every file)."""
+        return dataset_fingerprint(self.dataset, content=True)
+
     def _open_storage(self) -> optuna.storages.BaseStorage:
         return open_storage(self.config.run_dir, self.config.storage, self.config.heartbeat_interval)
 
@@ -339,9 +354,12 @@ class TransferSearch:
         else:
             candidates = names if self.config.storage is None else []
         differences: list[str] = []
+        trials = 0
         for name in candidates:
             study = self.load_study(name)
-            differences += [key for key in identity.differences(recorded_identity(study)) if key not in differences]
+            different = identity.differences(recorded_identity(study), lambda: self.content_fingerprint)
+            differences += [key for key in different if key not in differences]
+            trials += len(study.trials)
             if len(candidates) == 1 and not differences:
                 self.config.study = name
                 return study, []
@@ -350,10 +368,9 @@ class TransferSearch:
         if not self.config.force_new:
             found = ", ".join(repr(name) for name in candidates)
             what = f"a different {', '.join(differences)}" if differences else "several searches"
-            raise RunDirError(
-                f"run dir {self.config.run_dir} already holds study {found} with {what}; "
-                "pass --force-new to replace it, or choose another --run-dir"
-            )
+            model = " and its best model" if (self.config.run_dir / BEST_LINK).is_symlink() else ""
+            raise RunDirError(f"run dir {self.config.run_dir} holds study {found} with {what}; pass --force-new to "
+                              f"delete it ({trials} trial(s){model}) and start over, or choose another --run-dir")
         return None, candidates
 
     def _create_study(self, identity: SearchIdentity, replaced: list[str]) -> optuna.Study:

@@ -22,10 +22,11 @@ from optuna.trial import TrialState
 
 from automl_transfer.contract.components import Backbone
 from automl_transfer.data.prepare import PreparedData
+from automl_transfer.errors import RunDirError
 from automl_transfer.model.sources import SourceSpec, build_backbone
 from automl_transfer.registry import call_observers
 from automl_transfer.search.claims import claim_lock
-from automl_transfer.search.recovery import INTERRUPTED, SEED_TRIAL, settle_lost_trial
+from automl_transfer.search.recovery import INTERRUPTED, SEED_TRIAL, TRAIN_SEED, settle_lost_trial
 from automl_transfer.search.summary import write_summary
 from automl_transfer.space import SearchSpace
 from automl_transfer.storage.checkpoint import save_best_if_better
@@ -91,18 +92,10 @@ class TrialRunner:
             params = self.suggest(trial)
             trial.set_user_attr("params", params.to_dict())
             call_observers("trial_start", trial=trial, params=params.to_dict())
+            seed = context.seed + trial.user_attrs.get(SEED_TRIAL, trial.number)
+            trial.set_user_attr(TRAIN_SEED, seed)  # what `automl-transfer repair` retrains a lost best model with
             try:
-                trained = run_trial(
-                    params,
-                    context.prepare,
-                    context.device,
-                    self._epoch_reporter(trial),
-                    compile_model=context.compile_model,
-                    seed=context.seed + trial.user_attrs.get(SEED_TRIAL, trial.number),
-                    monitor=context.metric_key,
-                    cache_dir=context.run_dir / CACHE_NAME,
-                    build=context.build_backbone,
-                )
+                trained = self.train(params, seed, self._epoch_reporter(trial))
                 value = trained.metrics[context.metric_key]
                 if not math.isfinite(value):
                     raise NonFiniteLossError(f"final {context.metric_key} is {value}")
@@ -118,8 +111,7 @@ class TrialRunner:
                 trial.set_user_attr("best_epoch", trained.best_epoch)
                 trial.set_user_attr("frozen_reuse", trained.frozen_reuse)
                 trial.set_user_attr("metrics", trained.metrics)  # val_loss breaks ties on the metric
-                info = self.model_info(trial.number, trained, value)
-                save_best_if_better(context.run_dir, trained.model, info, value, context.direction)
+                self._save_if_best(study, trial, trained, value)
                 self._finish(study, trial, TrialState.COMPLETE, value=value)
         except KeyboardInterrupt:
             self._record_interrupted(study, trial)
@@ -128,6 +120,25 @@ class TrialRunner:
             del trained
             release_memory(context.device)
         write_summary(study, context.metric, context.run_dir)
+
+    def train(self, params: TrialParams, seed: int, on_epoch: Callable[[int, dict[str, float]], None]) -> TrainedModel:
+        """Train the model of ``params`` as a trial of this search does (also to rebuild a lost best model).
+
+        :raises TrialFailed: the trial failed (non-finite loss, out of memory).
+        :raises optuna.TrialPruned: ``on_epoch`` pruned it.
+        """
+        context = self.context
+        return run_trial(
+            params,
+            context.prepare,
+            context.device,
+            on_epoch,
+            compile_model=context.compile_model,
+            seed=seed,
+            monitor=context.metric_key,
+            cache_dir=context.run_dir / CACHE_NAME,
+            build=context.build_backbone,
+        )
 
     def suggest(self, trial: optuna.trial.BaseTrial) -> TrialParams:
         """Sample ``trial``'s parameters from the space and resolve them for its source."""
@@ -165,16 +176,41 @@ class TrialRunner:
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
 
-    def _record_interrupted(self, study: optuna.Study, trial: optuna.Trial) -> None:
-        """Record an interrupted trial: failed and re-queued, or complete if its model is ``best/``."""
+    def _save_if_best(self, study: optuna.Study, trial: optuna.Trial, trained: TrainedModel, value: float) -> None:
+        """Keep the model as ``best/`` when it beats the recorded best.
+
+        :raises RunDirError: it could not be saved (a full disk, a damaged ``best/`` ...); the
+            trial is then recorded failed and re-queued, and the search must stop: every later
+            improving trial would fail the same way.
+        """
+        context = self.context
+        info = self.model_info(trial.number, trained, value)
+        try:
+            save_best_if_better(context.run_dir, trained.model, info, value, context.direction)
+        except (OSError, RunDirError) as error:
+            if isinstance(error, OSError):
+                problem = f"{error.strerror or error} ({error.filename or context.run_dir})"
+                fix = "free some space (or fix the permissions), then run the same command again"
+            else:
+                problem, fix = str(error).split("; ", 1) if "; " in str(error) else (str(error), "fix it")
+            try:
+                self._record_interrupted(study, trial, f"best model not saved: {problem}")
+            except OSError:  # the journal cannot be written either: the next run recovers the trial
+                pass
+            raise RunDirError(
+                f"cannot save the best model of trial {trial.number}: {problem}; {fix}: trial {trial.number} "
+                "runs again and nothing recorded so far is lost"
+            ) from None
+
+    def _record_interrupted(self, study: optuna.Study, trial: optuna.Trial, reason: str = INTERRUPTED) -> None:
+        """Record a trial stopped before its end: failed and re-queued, or complete if its model is ``best/``."""
         run_dir = self.context.run_dir
         with claim_lock(run_dir):
-            outcome = settle_lost_trial(study, self.storage, trial.number, INTERRUPTED, run_dir, died=False)
+            outcome = settle_lost_trial(study, self.storage, trial.number, reason, run_dir, died=False)
         if outcome is None:
             return
         state = TrialState.COMPLETE if outcome == "completed" else TrialState.FAIL
-        reason = None if outcome == "completed" else INTERRUPTED
-        call_observers("trial_end", trial=trial, state=state, value=None, reason=reason)
+        call_observers("trial_end", trial=trial, state=state, value=None, reason=None if outcome == "completed" else reason)
         write_summary(study, self.context.metric, run_dir)
 
     def _finish(

@@ -137,7 +137,7 @@ class Supervisor:
         """Start the workers and return when all have ended and no trial is left for them.
 
         :raises KeyboardInterrupt: after the workers were stopped and their trials recorded.
-        :raises AutoMLTransferError: every worker refused to start, or workers kept dying.
+        :raises AutoMLTransferError: every worker stopped with an error (exit code 2), or workers kept dying.
         """
         try:
             for slot in range(self.count):
@@ -149,7 +149,9 @@ class Supervisor:
             self._stop()
             raise
         if self.refused and self.refused >= self.count:
-            raise AutoMLTransferError("the workers refused to start: see their error above")
+            raise AutoMLTransferError(
+                "every worker stopped with an error (bad input, a full disk ...): see their messages above"
+            )
 
     def _start(self, slot: int) -> None:
         seconds_left = None if self.deadline is None else self.deadline - time.monotonic()

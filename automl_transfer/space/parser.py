@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from automl_transfer.contract.components import MAX_IMAGE_SIZE
 from automl_transfer.data.batches import AUGMENTATIONS
 from automl_transfer.errors import PluginError, SearchSpaceError, UnknownComponentError
 from automl_transfer.model.sources import SOURCE_FORMAT, SourceSpec
@@ -33,13 +34,15 @@ class _Bounds:
     high: float | None = None
     low_excluded: bool = False
     high_excluded: bool = False
+    why: str = ""
 
     def violation(self, value: float) -> str | None:
         """Return what is wrong with ``value`` (``"must be at most 1"``), or ``None``."""
+        why = f" ({self.why})" if self.why else ""
         if self.low is not None and (value < self.low or (self.low_excluded and value == self.low)):
-            return f"must be {'greater than' if self.low_excluded else 'at least'} {self.low:g}"
+            return f"must be {'greater than' if self.low_excluded else 'at least'} {self.low:g}{why}"
         if self.high is not None and (value > self.high or (self.high_excluded and value == self.high)):
-            return f"must be {'less than' if self.high_excluded else 'at most'} {self.high:g}"
+            return f"must be {'less than' if self.high_excluded else 'at most'} {self.high:g}{why}"
         return None
 
 
@@ -65,8 +68,8 @@ _KEYS: dict[str, _Key] = {
     "l1": _Key("float", 0.0, _Bounds(0.0)),
     "head": _Key("head", "linear"),
     "epochs": _Key("int", 10, _Bounds(1)),
-    "batch_size": _Key("int", 64, _Bounds(1)),
-    "image_size": _Key("int", None, _Bounds(16, 2048), nullable=True),
+    "batch_size": _Key("int", 64, _Bounds(2, why="BatchNorm layers cannot train on one image at a time")),
+    "image_size": _Key("int", None, _Bounds(16, MAX_IMAGE_SIZE), nullable=True),
     "label_smoothing": _Key("float", 0.0, _Bounds(0.0, 1.0, high_excluded=True)),
     "augment": _Key("augment", "light"),
     "warmup_epochs": _Key("float", 1.0, _Bounds(0.0)),
@@ -234,7 +237,7 @@ class Parser:
         except UnknownComponentError as error:
             raise self.fail(path, str(error)) from error
         if spec.weights_file is not None:
-            spec = replace(spec, weights=os.path.normpath(self.base_dir / Path(spec.weights).expanduser()))
+            spec = replace(spec, weights=os.path.normpath(self.base_dir / os.path.expanduser(spec.weights)))
         return str(spec)
 
     def heads(self, path: str, raw: Any) -> dict[str, dict[str, Node]]:

@@ -82,7 +82,7 @@ def load_space(name_or_path: Union[str, Path, Mapping[str, Any]], origin: str = 
     if isinstance(name_or_path, Mapping):
         return SearchSpace.from_dict(name_or_path, origin=origin)
     text = str(name_or_path)
-    path = Path(text).expanduser()
+    path = Path(os.path.expanduser(text))
     if path.is_file():
         try:
             content = path.read_text(encoding="utf-8")

@@ -29,8 +29,10 @@ def write_json_atomically(path: Path, content: dict[str, Any]) -> None:
             os.fsync(handle.fileno())
         os.chmod(handle.name, 0o666 & ~current_umask())
         os.replace(handle.name, path)
-    except BaseException:
+    except BaseException as error:
         Path(handle.name).unlink(missing_ok=True)
+        if isinstance(error, OSError) and not error.filename:  # name the file, not just "No space left on device"
+            raise OSError(error.errno, error.strerror, str(path)) from error
         raise
 
 
@@ -39,12 +41,6 @@ def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def fsync_file(path: Path) -> None:
-    """Flush ``path``'s content to disk."""
-    with open(path, "rb+") as opened:
-        os.fsync(opened.fileno())
 
 
 def fsync_dir(path: Path) -> None:

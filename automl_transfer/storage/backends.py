@@ -1,18 +1,26 @@
 """Opening a search's Optuna storage, and finding the study in it.
 
 Without a URL a search keeps its study in the run dir's journal file (Optuna's
-JournalStorage, file backend: safe for many processes on one machine). With a URL
+JournalStorage, file backend: safe for many processes on one machine), checked and repaired
+after a crash by :mod:`automl_transfer.storage.journal` before anything is appended. With a URL
 (``postgresql://...``) it uses Optuna's RDBStorage with a heartbeat, so that a lost machine is
 noticed. Optuna is imported when a storage is opened, not when this module is.
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from automl_transfer.errors import RunDirError, StorageError
+from automl_transfer.storage.journal import (
+    ReadOnlyJournalBackend,
+    TailRepairingJournalBackend,
+    prepare_journal,
+    scan_journal,
+)
 from automl_transfer.storage.run_dir import JOURNAL_NAME
 
 if TYPE_CHECKING:
@@ -25,32 +33,37 @@ GRACE_INTERVALS = 3
 #: Seconds to wait for a PostgreSQL or MySQL server to answer before giving up.
 CONNECT_TIMEOUT = 10
 
+logger = logging.getLogger(__name__)
+
 
 def open_storage(
-    run_dir: Path | None, storage_url: str | None = None, heartbeat_interval: int = HEARTBEAT_INTERVAL
+    run_dir: Path | None,
+    storage_url: str | None = None,
+    heartbeat_interval: int = HEARTBEAT_INTERVAL,
+    read_only: bool = False,
 ) -> BaseStorage:
     """Open the Optuna storage of a search.
 
     :param run_dir: the run directory; without ``storage_url`` the journal file in it is used
-        (the directory must exist).
+        (the directory must exist). A torn last record left by a crash is moved aside first
+        (one warning line says where), so nothing is ever appended onto it.
     :param storage_url: an RDB URL (``postgresql://...``, ``sqlite:///...``) for searches that
         span machines.
     :param heartbeat_interval: seconds between the heartbeats each running trial records in an
         RDB storage; a trial silent for :data:`GRACE_INTERVALS` intervals is taken for lost.
+    :param read_only: read the journal without writing anything to the run dir (no repair,
+        no lock file); a torn last record is then only reported.
     :returns: the storage.
-    :raises StorageError: the URL cannot be reached or opened.
+    :raises StorageError: the URL cannot be reached or opened; the journal has a bad line
+        before its end (:class:`~automl_transfer.storage.journal.JournalCorruptError`) or cannot
+        be read or repaired.
     """
     import optuna
     from optuna.storages import RDBStorage
-    from optuna.storages.journal import (
-        JournalFileBackend,
-        JournalFileOpenLock,
-        JournalStorage,
-    )
+    from optuna.storages.journal import JournalStorage
 
     if storage_url is None:
-        journal = str(Path(run_dir) / JOURNAL_NAME)
-        return JournalStorage(JournalFileBackend(journal, lock_obj=JournalFileOpenLock(journal)))
+        return JournalStorage(_journal_backend(Path(run_dir) / JOURNAL_NAME, read_only))
     scheme = storage_url.partition("://")[0].split("+")[0].lower()
     engine_kwargs = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT}} if scheme in ("postgresql", "mysql") else {}
     try:
@@ -75,9 +88,35 @@ def open_storage(
         ) from error
 
 
-def open_run_storage(run_dir: Path, storage_url: str | None = None) -> BaseStorage:
+def _journal_backend(journal: Path, read_only: bool) -> ReadOnlyJournalBackend | TailRepairingJournalBackend:
+    """Return the backend of a run dir's journal, checked (and repaired, unless ``read_only``) first.
+
+    :raises StorageError: a bad line before the end, or a journal that cannot be read or repaired.
+    """
+    try:
+        if read_only:
+            scan = scan_journal(journal)
+            if scan.torn_bytes:
+                logger.warning(
+                    "warning: %s ends in a torn record (%d bytes, left by a crash or a full disk while writing); what it recorded "
+                    "is missing here until the next `automl-transfer search` or `repair` moves it aside",
+                    journal, scan.torn_bytes,
+                )
+            return ReadOnlyJournalBackend(journal)
+        for done in prepare_journal(journal):
+            logger.warning("warning: %s", done)
+        return TailRepairingJournalBackend(journal)
+    except OSError as error:
+        raise StorageError(
+            f"cannot {'read' if read_only else 'open'} {journal}: {error.strerror or error}; "
+            "check the run dir's permissions and free space"
+        ) from error
+
+
+def open_run_storage(run_dir: Path, storage_url: str | None = None, read_only: bool = False) -> BaseStorage:
     """Open the storage of an existing search: its journal in ``run_dir``, or ``storage_url``.
 
+    :param read_only: as for :func:`open_storage`.
     :raises RunDirError: ``run_dir`` holds no journal and no URL is given.
     :raises StorageError: as for :func:`open_storage`.
     """
@@ -86,7 +125,7 @@ def open_run_storage(run_dir: Path, storage_url: str | None = None) -> BaseStora
             f"{run_dir} holds no search (no {JOURNAL_NAME}); start one with "
             f"`automl-transfer search --run-dir {run_dir} ...`, or give its --storage URL"
         )
-    return open_storage(run_dir, storage_url)
+    return open_storage(run_dir, storage_url, read_only=read_only)
 
 
 def pick_study(storage: BaseStorage, name: str | None, where: object) -> str:

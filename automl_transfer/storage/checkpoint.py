@@ -30,22 +30,23 @@ import fcntl
 import json
 import math
 import os
+import re
 import secrets
 import shutil
-import stat
 import time
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
 from automl_transfer.errors import RunDirError
-from automl_transfer.storage.atomic import fsync_dir, fsync_file
+from automl_transfer.storage.atomic import fsync_dir
 from automl_transfer.storage.model_info import FORMAT_VERSION, BestModelInfo, as_info
 
 #: Metadata stored in every ``model.safetensors`` we write; the weights loader recognises
@@ -58,6 +59,11 @@ _STORE_DIR = ".best"
 _LOCK_FILE = ".best.lock"
 _TEMP_LINK_PREFIX = ".best.link-"
 _READ_ATTEMPTS = 5
+#: How to get a whole best model back, for messages about a damaged one.
+REBUILD_ADVICE = (
+    "restore it from a backup, or run `automl-transfer repair {run_dir}` to retrain the study's best trial "
+    "into a new best/ (the damaged files are kept beside it)"
+)
 
 
 def save_best(run_dir: str | os.PathLike[str], model: nn.Module, info: BestModelInfo | Mapping[str, Any]) -> Path:
@@ -137,6 +143,53 @@ def remove_best(run_dir: str | os.PathLike[str]) -> None:
         shutil.rmtree(run_dir / _STORE_DIR, ignore_errors=True)
 
 
+def best_damage(run_dir: str | os.PathLike[str]) -> str | None:
+    """Tell what is wrong with the best model of ``run_dir``, without loading its weights.
+
+    :param run_dir: the run directory.
+    :returns: ``None`` when it has no best model or a whole one; else the problem, in words
+        (a missing or damaged file, a ``model.json`` that breaks its schema ...).
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / BEST_LINK).is_symlink() and not (run_dir / BEST_LINK).exists():
+        return None
+    try:
+        best_dir = resolve_best_dir(run_dir)
+        BestModelInfo.from_dict(_read_info(best_dir / INFO_FILE), origin=str(best_dir / INFO_FILE))
+        _read_weights(best_dir / WEIGHTS_FILE, load=False)
+    except RunDirError as error:  # the problem, without the advice the caller gives its own way
+        return re.split(r"; (?:restore|the file was edited)", str(error), maxsplit=1)[0]
+    except OSError as error:
+        return f"{error.filename or run_dir / BEST_LINK} cannot be read ({error.strerror or error})"
+    return None
+
+
+def set_aside_best(run_dir: str | os.PathLike[str]) -> Path | None:
+    """Move a damaged best model out of the way, keeping its files, so that a whole one can be saved.
+
+    :param run_dir: the run directory.
+    :returns: where its files now are (``RUN/best.damaged-<UTC time>``), or ``None`` when there
+        was no ``best`` link.
+    :raises RunDirError: ``best`` is a real directory rather than our link.
+    :raises OSError: the move failed.
+    """
+    run_dir = Path(run_dir)
+    with _best_lock(run_dir):
+        best_link = run_dir / BEST_LINK
+        _check_link(best_link)
+        if not best_link.is_symlink():
+            return None
+        kept = run_dir / f"{BEST_LINK}.damaged-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
+        target = run_dir / os.readlink(best_link)
+        if target.is_dir():
+            os.rename(target, kept)
+        else:
+            kept.mkdir()
+        best_link.unlink()
+        fsync_dir(run_dir)
+        return kept
+
+
 def read_best_info(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     """Return the ``model.json`` content of the best model of ``run_dir``.
 
@@ -171,7 +224,12 @@ def resolve_best_dir(path: str | os.PathLike[str]) -> Path:
         raise RunDirError(f"{path} does not exist: give the run directory a search wrote to")
     if path.is_file():
         path = path.parent
-    if not (path / INFO_FILE).is_file() and (path / BEST_LINK).exists():
+    if not (path / INFO_FILE).is_file() and (path / BEST_LINK).is_symlink():
+        if not (path / BEST_LINK / INFO_FILE).is_file():
+            raise RunDirError(
+                f"the best model in {path / BEST_LINK} is damaged: {INFO_FILE} is missing; "
+                + REBUILD_ADVICE.format(run_dir=path)
+            )
         path = path / BEST_LINK
     if not (path / INFO_FILE).is_file():
         raise RunDirError(f"no best model in {path} yet: run `automl-transfer search ...` first")
@@ -208,24 +266,38 @@ def _moved_on(path: str | os.PathLike[str], best_dir: Path) -> bool:
 
 
 def _read_info(info_path: Path) -> dict[str, Any]:
+    advice = REBUILD_ADVICE.format(run_dir=_run_dir_of(info_path))
     try:
         content = json.loads(info_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise RunDirError(f"{info_path} is not valid JSON ({error}): restore it or run the search again") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RunDirError(f"{info_path} is not valid JSON ({error}); {advice}") from None
     if not isinstance(content, dict):
-        raise RunDirError(f"{info_path} does not hold a JSON object: restore it or run the search again")
+        raise RunDirError(f"{info_path} does not hold a JSON object; {advice}")
     return content
 
 
-def _read_weights(weights_path: Path) -> dict[str, torch.Tensor]:
+def _read_weights(weights_path: Path, load: bool = True) -> dict[str, torch.Tensor]:
+    """Read our weights file (every tensor, or with ``load=False`` only its header: empty tensors by name).
+
+    :raises RunDirError: the file is missing, damaged or not ours.
+    """
+    if not weights_path.is_file():
+        raise RunDirError(f"{weights_path} is missing; {REBUILD_ADVICE.format(run_dir=_run_dir_of(weights_path))}")
     try:
         with safe_open(weights_path, framework="pt") as weights:
             metadata = weights.metadata() or {}
             if metadata.get("format") != SAFETENSORS_METADATA["format"]:
                 raise RunDirError(f"{weights_path} was not written by automl-transfer (no format metadata)")
-            return {name: weights.get_tensor(name) for name in weights.keys()}
+            return {name: weights.get_tensor(name) if load else torch.empty(0) for name in weights.keys()}
     except SafetensorError as error:
-        raise RunDirError(f"{weights_path} is damaged ({error}): run the search again") from None
+        raise RunDirError(
+            f"{weights_path} is damaged ({error}); {REBUILD_ADVICE.format(run_dir=_run_dir_of(weights_path))}"
+        ) from None
+
+
+def _run_dir_of(path: Path) -> Path:
+    """The run dir of a file in ``RUN/.best/<dir>/``."""
+    return path.parent.parent.parent if path.parent.parent.name == _STORE_DIR else path.parent
 
 
 def _is_maximize(direction: Any) -> bool:
@@ -294,11 +366,13 @@ def _write_model_files(model_dir: Path, model: nn.Module, info_text: str) -> Non
         info_file.write(info_text)
         info_file.flush()
         os.fsync(info_file.fileno())
-    weights_path = model_dir / WEIGHTS_FILE
-    save_file(_cpu_state_dict(model), weights_path, metadata=SAFETENSORS_METADATA)
-    # safetensors creates its file owner-only; give it the same permissions as model.json.
-    os.chmod(weights_path, stat.S_IMODE(os.stat(model_dir / INFO_FILE).st_mode))
-    fsync_file(weights_path)
+    # Serialised in memory and written here, so that a full disk is an OSError naming the file
+    # (safetensors' own writer reports it as a SafetensorError).
+    weights = save(_cpu_state_dict(model), metadata=SAFETENSORS_METADATA)
+    with open(model_dir / WEIGHTS_FILE, "xb") as weights_file:
+        weights_file.write(weights)
+        weights_file.flush()
+        os.fsync(weights_file.fileno())
     fsync_dir(model_dir)
 
 

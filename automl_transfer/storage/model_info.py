@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from automl_transfer.errors import RunDirError
+from automl_transfer.storage.model_schema import check_model_json
 
 #: Version of the ``model.json`` layout this module writes and reads.
 FORMAT_VERSION = 1
@@ -77,8 +78,8 @@ class BestModelInfo:
 
         :param content: the parsed JSON object (fields with defaults may be left out).
         :param origin: where it came from, for error messages.
-        :raises RunDirError: when a required field is missing or ``format_version`` is not
-            :data:`FORMAT_VERSION`.
+        :raises RunDirError: when a required field is missing, ``format_version`` is not
+            :data:`FORMAT_VERSION`, or a field breaks :mod:`~automl_transfer.storage.model_schema`.
         """
         version = content.get("format_version", FORMAT_VERSION)
         if version != FORMAT_VERSION:
@@ -90,6 +91,7 @@ class BestModelInfo:
         missing = [name for name, spec in fields.items() if name not in content and _is_required(spec)]
         if missing:
             raise RunDirError(f"{origin} lacks {', '.join(missing)}: it was not written by automl-transfer")
+        check_model_json(content, origin)
         return cls(**{name: content[name] for name in fields if name in content})
 
 

@@ -5,12 +5,15 @@ count is exact across processes; ``study.optimize`` would run the heartbeat thre
 ask-and-tell has no public way to do so. Recovering a lost trial that already saved the best
 model must *complete* it with the saved value, whereas the public
 ``optuna.storages.fail_stale_trials`` can only fail it, so the stale-trial query is called
-directly. Both need a trial's storage id, which Optuna keeps private too. Everything else uses
+directly. Both need a trial's storage id, which Optuna keeps private too. Checking a journal
+line before Optuna replays it (:mod:`automl_transfer.storage.journal`) needs the operation codes
+the replay accepts, which only Optuna's private journal module lists. Everything else uses
 Optuna's public API. Checked against optuna 5.0.0 (``constraints.txt``).
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from optuna.storages._heartbeat import (
@@ -18,6 +21,7 @@ from optuna.storages._heartbeat import (
     get_heartbeat_thread,
     is_heartbeat_enabled,
 )
+from optuna.storages.journal._storage import JournalOperation
 
 if TYPE_CHECKING:
     import optuna
@@ -55,3 +59,9 @@ def stale_trial_ids(study: optuna.Study, storage: BaseStorage) -> set[int]:
     if not (isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage)):
         return set()
     return set(storage._get_stale_trial_ids(study._study_id))
+
+
+@lru_cache(maxsize=1)
+def journal_op_codes() -> frozenset[int]:
+    """Return the operation codes Optuna's journal replay applies (a record with another code stops it)."""
+    return frozenset(int(operation) for operation in JournalOperation)
