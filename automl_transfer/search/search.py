@@ -35,12 +35,7 @@ from automl_transfer.model.sources import BackboneCache, SourceSpec
 from automl_transfer.ranking.rank import SourceScore, rank_sources
 from automl_transfer.registry import call_observers, load_plugins
 from automl_transfer.search.claims import claim_lock, claim_trial, open_trials
-from automl_transfer.search.config import (
-    METRICS,
-    SearchConfig,
-    make_pruner,
-    make_sampler,
-)
+from automl_transfer.search.config import METRICS, SearchConfig, make_pruner, make_sampler
 from automl_transfer.search.counting import finished_count
 from automl_transfer.search.final_score import held_out_data, score_final_model
 from automl_transfer.search.phases import Phase
@@ -67,12 +62,7 @@ from automl_transfer.space import SearchSpace, load_space
 from automl_transfer.storage.backends import open_storage
 from automl_transfer.storage.checkpoint import BEST_LINK, remove_best
 from automl_transfer.storage.optuna_internals import start_heartbeat
-from automl_transfer.storage.run_dir import (
-    CACHE_NAME,
-    JOURNAL_NAME,
-    check_run_dir,
-    prepare_run_dir,
-)
+from automl_transfer.storage.run_dir import CACHE_NAME, JOURNAL_NAME, check_run_dir, prepare_run_dir
 from automl_transfer.training.devices import resolve_device
 from automl_transfer.training.params import preprocessing_for
 
