@@ -79,7 +79,6 @@ class L1:
 
         Call it between ``loss.backward()`` and ``optimizer.step()``.
         """
-        pairs = [parameter for parameter in self.parameters if parameter.grad is not None]
-        if pairs:
-            signs = torch._foreach_sign([parameter.detach() for parameter in pairs])
-            torch._foreach_add_([parameter.grad for parameter in pairs], signs, alpha=self.strength)
+        for parameter in self.parameters:
+            if parameter.grad is not None:
+                parameter.grad.add_(parameter.detach().sign(), alpha=self.strength)
