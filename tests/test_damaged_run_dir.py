@@ -109,7 +109,7 @@ def test_a_simulated_full_disk_while_saving_the_best_model_is_one_line_and_keeps
         raise OSError(errno.ENOSPC, "No space left on device", str(model_dir / "model.safetensors"))
 
     monkeypatch.setattr(checkpoint, "_write_model_files", full_disk)
-    monkeypatch.setattr(checkpoint, "_beats", lambda value, current, maximize: True)  # the next trial wins
+    monkeypatch.setattr(checkpoint, "_beats", lambda value, val_loss, current, maximize: True)  # the next trial wins
     assert main(search_command(space, run_dir, 3, "--quiet")[3:]) == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("error: cannot save the best model of trial 2: No space left on device (")

@@ -15,16 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from automl_transfer.errors import RunDirError, StorageError
-from automl_transfer.storage.journal import (
-    ReadOnlyJournalBackend,
-    TailRepairingJournalBackend,
-    prepare_journal,
-    scan_journal,
-)
 from automl_transfer.storage.run_dir import JOURNAL_NAME
 
 if TYPE_CHECKING:
     from optuna.storages import BaseStorage
+
+    from automl_transfer.storage.journal import ReadOnlyJournalBackend, TailRepairingJournalBackend
 
 #: Seconds between the heartbeats a trial records in an RDB storage.
 HEARTBEAT_INTERVAL = 30
@@ -93,6 +89,13 @@ def _journal_backend(journal: Path, read_only: bool) -> ReadOnlyJournalBackend |
 
     :raises StorageError: a bad line before the end, or a journal that cannot be read or repaired.
     """
+    from automl_transfer.storage.journal import (  # imports optuna: not at start-up (`--help`)
+        ReadOnlyJournalBackend,
+        TailRepairingJournalBackend,
+        prepare_journal,
+        scan_journal,
+    )
+
     try:
         if read_only:
             scan = scan_journal(journal)
