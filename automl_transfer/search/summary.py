@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 def best_trial(study: optuna.Study, run_dir: Path | None = None) -> FrozenTrial | None:
     """Return the study's best complete trial; among equally good ones, the one saved in ``best/``.
 
-    Parallel workers may finish equally good trials in any order; the one whose model was
-    saved first stays in ``best/``, so that is the one reported.
+    Equally good trials are told apart when saved (the lower validation loss, then the first
+    saved stays in ``best/``), so the one in ``best/`` is the one reported.
 
     :param run_dir: the run directory whose ``best/model.json`` breaks ties (``None``: Optuna's choice).
     :returns: the trial, or ``None`` before a trial completes.
