@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from automl_transfer.commands.arguments import positive_int
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``predict`` subcommand."""
@@ -26,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_DIR", help="image files or folders of them")
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead of tab-separated text")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    parser.add_argument("--batch-size", type=_positive_int, default=64, help="images per forward pass (default 64)")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="images per forward pass (default 64)")
     parser.add_argument(
         "--skip-bad-images",
         action="store_true",
@@ -95,12 +97,3 @@ def _progress(total: int) -> Iterator[tuple[Callable[[int], None], Callable[[str
         task = bar.add_task("images", total=total)
         yield (lambda count: bar.advance(task, count)), (lambda text: bar.console.print(text, markup=False))
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
