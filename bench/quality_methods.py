@@ -49,8 +49,11 @@ class Instance:
     data: PreparedData  # the target decoded at 32 px: train + val (labelled) and test (held out)
 
 
-def yardstick(instance: Instance) -> dict[str, Any]:
-    """The 20-line loop a user writes instead: AdamW 3e-3, OneCycle, batch 64, 10 epochs, every labelled image."""
+def yardstick(instance: Instance, epochs: int = 10) -> dict[str, Any]:
+    """The 20-line loop a user writes instead: AdamW 3e-3, OneCycle, batch 64, 10 epochs, every labelled image.
+
+    :param epochs: its epochs; more give it the compute a search spends (see ``loop_epochs``).
+    """
     start = time.perf_counter()
     torch.manual_seed(instance.seed)
     backbone = timm.create_model("test_resnet", num_classes=0)
@@ -62,8 +65,8 @@ def yardstick(instance: Instance) -> dict[str, Any]:
     labels = torch.cat([instance.data.train.labels, instance.data.val.labels])
     batches = math.ceil(len(labels) / 64)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.05)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, epochs=10, steps_per_epoch=batches)
-    for _ in range(10):
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, epochs=epochs, steps_per_epoch=batches)
+    for _ in range(epochs):
         model.train()
         for rows in torch.randperm(len(labels)).split(64):
             loss = F.cross_entropy(model((images[rows].float() / 255 - mean) / std), labels[rows])
@@ -76,7 +79,12 @@ def yardstick(instance: Instance) -> dict[str, Any]:
         test = instance.data.test
         predictions = torch.cat([model((batch.float() / 255 - mean) / std).argmax(1) for batch in test.images.split(512)])
     accuracy = float((predictions == test.labels).float().mean())
-    return {"test": accuracy, "images": 10 * len(labels), "seconds": time.perf_counter() - start}
+    return {"test": accuracy, "images": epochs * len(labels), "seconds": time.perf_counter() - start}
+
+
+def loop_epochs(labelled: int, images: int) -> int:
+    """Epochs that give the hand-written loop about ``images`` training images on ``labelled`` images (10 at least)."""
+    return max(10, round(images / labelled))
 
 
 def space(instance: Instance, **changes: Any) -> dict[str, Any]:
