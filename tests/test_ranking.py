@@ -180,3 +180,20 @@ def test_no_rank_prior_keeps_the_space_order_and_records_no_ranking(checkpoints,
     study = optuna.load_study(study_name=optuna.get_all_study_names(storage)[0], storage=storage)
     assert study.trials[0].params["source"] == f"timm:test_resnet@{checkpoints[0]}"
     assert "automl_transfer_ranking" not in study.user_attrs
+
+
+def test_a_space_with_one_pretrained_source_is_not_ranked(checkpoints, tmp_path, monkeypatch):
+    """One pretrained source (random weights always go last) leaves nothing to order: no features are computed."""
+    import optuna
+
+    from automl_transfer import TransferSearch
+    from automl_transfer.search import search as search_module
+
+    monkeypatch.setattr(search_module, "rank_sources", lambda *args, **kwargs: pytest.fail("ranked one source"))
+    space = write_space(tmp_path, checkpoints[:1])
+    run_dir = tmp_path / "run"
+    TransferSearch(dataset=DATASET, space=str(space), trials=1, run_dir=run_dir, quiet=True, refit=False).run()
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(run_dir / "study.journal")))
+    study = optuna.load_study(study_name=optuna.get_all_study_names(storage)[0], storage=storage)
+    assert "automl_transfer_ranking" not in study.user_attrs
+    assert study.trials[0].state == optuna.trial.TrialState.COMPLETE

@@ -63,7 +63,8 @@ class SearchConfig:
         validation images together for its best number of epochs and keep that as ``best/``
         (``False``: keep the selected trial's own model).
     :param rank_prior: when the study is created, rank the sources by transferability and
-        run their start points best first (``False``: in the space's order, no ranking).
+        run their start points best first (``False``: in the space's order, no ranking). A
+        space with fewer than two pretrained sources has nothing to order and is not ranked.
     :param weights: ``"none"`` starts every source of the space from random weights (no
         download); ``None`` or ``"pretrained"``: the weights the space names.
     :param weights_dir: a folder of ``MODEL.safetensors`` files (``MODEL.TAG.safetensors``

@@ -377,7 +377,7 @@ class TransferSearch:
         )
         write_identity(study, identity)
         order = None
-        if self.config.rank_prior and any(not _random_weights(source) for source in self.space.sources):
+        if self.config.rank_prior and sum(not _random_weights(source) for source in self.space.sources) >= 2:
             ranking = [score.to_dict() for score in self._rank()]
             write_ranking(study, ranking)
             order = [score["source"] for score in ranking]
