@@ -38,3 +38,29 @@ def test_every_hookspec_is_documented_in_code_and_readme() -> None:
         doc = inspect.getdoc(getattr(hookspecs, name)) or ""
         assert ":param" in doc, f"hookspec {name} has no :param: docs"
         assert f"`{name}" in README, f"hookspec {name} is not in the README's hook table"
+
+
+def test_the_demo_paragraph_quotes_what_the_demo_prints_with_its_own_settings() -> None:
+    """The README's demo sentence is the one ``verdict`` prints, for the demo's real test set and settings.
+
+    The accuracies are those of a real ``make demo`` run, recorded by hand; everything else in the
+    sentence comes from the code, so a change to the demo's wording, data or defaults fails here.
+    """
+    from automl_transfer.data.datasets import load_dataset
+    from automl_transfer.demo.demo import SCRATCH, TRANSFER, FamilyResult, target_dataset, verdict
+    from automl_transfer.demo.settings import DemoSettings
+    from automl_transfer.registry import load_plugins
+
+    paragraph = README.split("**What the demo does**", 1)[1].split("\n\n", 1)[0]
+    quoted = re.search(r"printed \"(.+?)\"", paragraph, flags=re.S).group(1).replace("\n", " ")
+    transfer, scratch = (float(number) / 100 for number in re.findall(r"(\d+\.\d)%", quoted))
+    settings = DemoSettings()
+    load_plugins()
+    test_images = len(load_dataset(target_dataset(settings)).test)
+    families = {TRANSFER: FamilyResult(TRANSFER, 0, {}, transfer, test_images),
+                SCRATCH: FamilyResult(SCRATCH, 0, {}, scratch, test_images)}
+    assert quoted == verdict(families)[1]
+    assert f"{test_images} held-out test images" in paragraph.replace("\n", " ")
+    words = {5: "five", 6: "six", 8: "eight", 10: "ten"}
+    assert f"only {words.get(settings.per_class, settings.per_class)} labelled images per digit" in paragraph.replace("\n", " ")
+    assert f"{settings.trials} trials" in paragraph.replace("\n", " ")
