@@ -136,3 +136,22 @@ def test_a_crash_between_saving_the_best_model_and_telling_the_study_completes_t
     assert "its model was saved as best" in study.trials[0].user_attrs["recovered"]
     assert_counted(study, 2)
     assert summary == assert_best_matches(run_dir, study)
+
+
+def test_a_stop_whose_exception_was_swallowed_still_stops_the_search_before_its_next_trial(tmp_path: Path) -> None:
+    """A ``KeyboardInterrupt`` lost inside a library must not leave a worker running trials after SIGTERM."""
+    from automl_transfer.search.signals import interrupt_on_signals, raise_if_stopped
+
+    search = TransferSearch(dataset=DATASET, space=str(write_space(tmp_path)), trials=2, run_dir=tmp_path / "run",
+                            quiet=True)
+    study = search.open()
+    with interrupt_on_signals() as signals:
+        try:
+            signal.raise_signal(signal.SIGTERM)  # the handler runs now and raises ...
+        except KeyboardInterrupt:
+            pass  # ... and something swallows it, as a library's broad handler might
+        assert signals.count == 1
+        with pytest.raises(KeyboardInterrupt):
+            search.work(study)
+    assert study.trials == []  # no trial was claimed after the stop
+    raise_if_stopped()  # the stop ends with the handler: a later search in this process runs

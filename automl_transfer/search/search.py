@@ -53,7 +53,7 @@ from automl_transfer.search.record import (
 )
 from automl_transfer.search.recovery import recover_lost_trials
 from automl_transfer.search.refit import refit_best
-from automl_transfer.search.signals import interrupt_on_signals
+from automl_transfer.search.signals import interrupt_on_signals, raise_if_stopped
 from automl_transfer.search.sources import apply_weights_choice, check_sources
 from automl_transfer.search.summary import write_summary
 from automl_transfer.search.trials import TrialContext, TrialRunner
@@ -135,6 +135,7 @@ class TransferSearch:
         :raises KeyboardInterrupt: after the running trial was recorded as ``interrupted``.
         """
         while deadline is None or time.monotonic() < deadline:
+            raise_if_stopped()
             trial = claim_trial(study, self.storage, self.config.run_dir, lambda: self.target(study), self._sampler)
             if trial is None:
                 break

@@ -2,7 +2,9 @@
 
 A process stopped this way records its running trial as interrupted (failed and re-queued,
 see :mod:`automl_transfer.search.recovery`); :class:`InterruptOnSignals` makes sure that
-recording is not interrupted in turn.
+recording is not interrupted in turn. The stop is also remembered: a ``KeyboardInterrupt``
+raised where a library swallows it would otherwise leave the process working on, so the search
+calls :func:`raise_if_stopped` between trials and after every epoch.
 """
 
 from __future__ import annotations
@@ -11,6 +13,18 @@ import contextlib
 import signal
 import threading
 from typing import Iterator
+
+#: Set by the first signal while :class:`InterruptOnSignals` is installed; cleared when it is removed.
+_stop_requested = threading.Event()
+
+
+def raise_if_stopped() -> None:
+    """Raise ``KeyboardInterrupt`` when a stop signal came, even if the first one's exception was lost.
+
+    :raises KeyboardInterrupt: a SIGINT or SIGTERM was received.
+    """
+    if _stop_requested.is_set():
+        raise KeyboardInterrupt("stop requested")
 
 
 class InterruptOnSignals:
@@ -29,6 +43,7 @@ class InterruptOnSignals:
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> "InterruptOnSignals":
+        _stop_requested.clear()
         for signum in self.SIGNALS:
             self._previous[signum] = signal.signal(signum, self._handle)
         return self
@@ -36,9 +51,11 @@ class InterruptOnSignals:
     def __exit__(self, *exc_info: object) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+        _stop_requested.clear()
 
     def _handle(self, signum: int, frame: object) -> None:
         self.count += 1
+        _stop_requested.set()
         if self.count == 1:
             raise KeyboardInterrupt(signal.Signals(signum).name)
 

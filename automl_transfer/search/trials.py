@@ -27,6 +27,7 @@ from automl_transfer.model.sources import SourceSpec, build_backbone
 from automl_transfer.registry import call_observers
 from automl_transfer.search.claims import claim_lock
 from automl_transfer.search.recovery import INTERRUPTED, SEED_TRIAL, TRAIN_SEED, settle_lost_trial
+from automl_transfer.search.signals import raise_if_stopped
 from automl_transfer.search.summary import write_summary
 from automl_transfer.space import SearchSpace
 from automl_transfer.storage.checkpoint import save_best_if_better
@@ -230,6 +231,7 @@ class TrialRunner:
         metric_key = self.context.metric_key
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            raise_if_stopped()
             trial.report(metrics[metric_key], epoch)
             trial.set_user_attr(f"epoch_{epoch}", metrics)
             call_observers("epoch_end", trial=trial, epoch=epoch, metrics=metrics)
