@@ -202,7 +202,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
     "ours without 5 (0.1 space: strong crops, no min steps, random weights frozen)": {
         "space": {"augment": "strong", "min_steps": 0, "label_smoothing": 0.1},
-        "patches": [lambda: mock.patch("automl_transfer.space.space._random_weights", lambda source: False)],
+        "patches": [lambda: mock.patch("automl_transfer.space.space.random_weights", lambda source: False)],
     },
 }
 

@@ -45,7 +45,7 @@ from automl_transfer.contract.components import NO_WEIGHTS
 from automl_transfer.data.datasets import load_dataset
 from automl_transfer.demo.settings import DemoSettings
 from automl_transfer.inference.predictor import load_model
-from automl_transfer.model.sources import SourceSpec
+from automl_transfer.model.sources import SourceSpec, random_weights
 from automl_transfer.registry import load_plugins
 from automl_transfer.search.search import TransferSearch
 from automl_transfer.storage.checkpoint import BEST_LINK, WEIGHTS_FILE
@@ -125,7 +125,7 @@ def target_dataset(settings: DemoSettings) -> str:
 
 def family_of(source: str) -> str:
     """Return :data:`SCRATCH` for a source with random weights (``@none``), else :data:`TRANSFER`."""
-    return SCRATCH if SourceSpec.parse(source).weights == NO_WEIGHTS else TRANSFER
+    return SCRATCH if random_weights(source) else TRANSFER
 
 
 def source_checkpoint(architecture: str, settings: DemoSettings, console: Console) -> Path:

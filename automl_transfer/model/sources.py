@@ -90,6 +90,14 @@ class SourceSpec:
         return text if self.weights is None else f"{text}@{self.weights}"
 
 
+def random_weights(source: str) -> bool:
+    """Whether ``source`` (``PLUGIN:MODEL[@WEIGHTS]``) starts from random weights (``@none``, any case).
+
+    :raises UnknownComponentError: ``source`` is not of that form (see :meth:`SourceSpec.parse`).
+    """
+    return SourceSpec.parse(source).weights == NO_WEIGHTS
+
+
 def build_backbone(source: str | SourceSpec) -> Backbone:
     """Build the backbone a source names, with its weights loaded.
 

@@ -21,10 +21,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from automl_transfer.contract.components import NO_WEIGHTS, Backbone
+from automl_transfer.contract.components import Backbone
 from automl_transfer.data.batches import DeviceSplit
 from automl_transfer.data.prepare import PreparedData
-from automl_transfer.model.sources import SourceSpec
+from automl_transfer.model.sources import random_weights
 from automl_transfer.ranking.knn import knn_accuracy
 from automl_transfer.ranking.logme import logme
 from automl_transfer.training.frozen_prefix import FeatureExtractor, front_outputs
@@ -83,7 +83,7 @@ def rank_sources(
     for number, source in enumerate(dict.fromkeys(sources)):
         if on_source is not None:
             on_source(number, len(sources))
-        if SourceSpec.parse(source).weights == NO_WEIGHTS:
+        if random_weights(source):
             scored.append((source, None, None, 0.0))
             continue
         start = time.perf_counter()

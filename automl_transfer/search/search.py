@@ -27,11 +27,11 @@ from typing import Any, Mapping
 import optuna
 import torch
 
-from automl_transfer.contract.components import NO_WEIGHTS, ImageDataset
+from automl_transfer.contract.components import ImageDataset
 from automl_transfer.data.datasets import dataset_fingerprint, read_dataset
 from automl_transfer.data.prepare import PreparedData, prepare_data
 from automl_transfer.errors import DatasetError, RunDirError
-from automl_transfer.model.sources import BackboneCache, SourceSpec
+from automl_transfer.model.sources import BackboneCache, random_weights
 from automl_transfer.ranking.rank import SourceScore, rank_sources
 from automl_transfer.registry import call_observers, load_plugins
 from automl_transfer.search.claims import claim_lock, claim_trial, open_trials
@@ -378,7 +378,7 @@ class TransferSearch:
         )
         write_identity(study, identity)
         order = None
-        if self.config.rank_prior and sum(not _random_weights(source) for source in self.space.sources) >= 2:
+        if self.config.rank_prior and sum(not random_weights(source) for source in self.space.sources) >= 2:
             ranking = [score.to_dict() for score in self._rank()]
             write_ranking(study, ranking)
             order = [score["source"] for score in ranking]
@@ -415,6 +415,3 @@ class TransferSearch:
             on_source,
         )
 
-
-def _random_weights(source: str) -> bool:
-    return SourceSpec.parse(source).weights == NO_WEIGHTS

@@ -9,8 +9,7 @@ from typing import Any, Mapping
 
 import optuna
 
-from automl_transfer.contract.components import NO_WEIGHTS
-from automl_transfer.model.sources import SourceSpec
+from automl_transfer.model.sources import random_weights
 from automl_transfer.space.nodes import Choice, Fixed
 from automl_transfer.space.parser import Parser
 
@@ -84,7 +83,7 @@ class SearchSpace:
                 }
             elif key == "extra":
                 params["extra"] = {name: sub.suggest(trial, f"extra.{name}") for name, sub in node.items()}
-            elif key == "freeze_depth" and _random_weights(params["source"]):
+            elif key == "freeze_depth" and random_weights(params["source"]):
                 params[key] = 0.0
             elif key == "augment" and params["freeze_depth"] >= 1.0:
                 params[key] = "none"  # feature extraction: the backbone's features are computed once
@@ -109,7 +108,7 @@ class SearchSpace:
             for source in sources or self.sources:
                 if recipe.get("source", source) != source:
                     continue
-                if _random_weights(source) and recipe.get("freeze_depth", 0.0) > 0:
+                if random_weights(source) and recipe.get("freeze_depth", 0.0) > 0:
                     continue
                 params = self._start_params(recipe, source)
                 if params not in trials:
@@ -150,7 +149,7 @@ class SearchSpace:
         for key, node in self._nodes.items():
             if key in _PLAIN_SKIPPED or isinstance(node, Fixed):
                 continue
-            if key == "freeze_depth" and _random_weights(source):
+            if key == "freeze_depth" and random_weights(source):
                 continue
             if key == "augment" and self._start_freeze(params, source) >= 1.0:
                 continue
@@ -173,11 +172,7 @@ class SearchSpace:
 
     def _start_freeze(self, params: dict[str, Any], source: str) -> float:
         """The freeze depth a start trial of ``source`` trains with, given its parameters so far."""
-        if _random_weights(source):
+        if random_weights(source):
             return 0.0
         return params.get("freeze_depth", self._nodes["freeze_depth"].default())
 
-
-def _random_weights(source: str) -> bool:
-    """Whether ``source`` starts from random weights (``@none``)."""
-    return SourceSpec.parse(source).weights == NO_WEIGHTS
