@@ -143,14 +143,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.runs.unlink(missing_ok=True)  # a quick run proves the script works: it starts afresh
     done = [json.loads(line) for line in args.runs.read_text().splitlines()] if args.runs.is_file() else []
-    finished = {(run["method"], run["task"], run["shots"], run["seed"]) for run in done}
+    finished = {_key(run) for run in done}
+    plan = planned_runs(args)
     tasks = list(TASKS)[:1] if args.quick else list(TASKS)
     checkpoints = {task: os.path.abspath(source_checkpoint(task, args.cache_dir, args.quick)) for task in tasks}
-    todo = [
-        {**job, "checkpoint": checkpoints[job["task"]], "quick": args.quick}
-        for job in planned_runs(args)
-        if (job["method"], job["task"], job["shots"], job["seed"]) not in finished
-    ]
+    todo = [{**job, "checkpoint": checkpoints[job["task"]], "quick": args.quick} for job in plan if _key(job) not in finished]
     with multiprocessing.get_context("spawn").Pool(args.jobs, maxtasksperchild=20) as pool, args.runs.open("a") as log:
         for record in pool.imap_unordered(run_one, todo):
             log.write(json.dumps(record) + "\n")
@@ -158,9 +155,14 @@ def main(argv: list[str] | None = None) -> None:
             done.append(record)
             print(f"{len(done)}: {record['method']} | {record['task']} | {record['shots']} | {record['seed']}: "
                   f"{record['test']:.3f}", flush=True)
-    planned = {(job["method"], job["task"], job["shots"], job["seed"]) for job in planned_runs(args)}
-    runs = [run for run in done if (run["method"], run["task"], run["shots"], run["seed"]) in planned]
+    planned = {_key(job) for job in plan}
+    runs = [run for run in done if _key(run) in planned]
     publish("search-quality", report(runs, args), args.quick, args.results)
+
+
+def _key(run: dict) -> tuple:
+    """What identifies a run: its method, task, shots and seed."""
+    return run["method"], run["task"], run["shots"], run["seed"]
 
 
 def report(runs: list[dict], args: argparse.Namespace) -> str:
