@@ -399,6 +399,33 @@ def test_resize_to_tensor_resizes_the_shorter_side_and_crops_the_centre():
         resize_to_tensor(Image.fromarray(bands), 10, "cubic")
 
 
+@pytest.mark.parametrize("parallel_min_pixels", [0, 10**9], ids=["threads", "one thread"])
+def test_decoding_in_threads_or_in_one_gives_the_same_images_in_order(tmp_path, monkeypatch, parallel_min_pixels):
+    rng = np.random.default_rng(0)
+    items = []
+    for number in range(3 * images_module.DECODE_CHUNK + 5):  # several chunks, the last one short
+        pixels = rng.integers(0, 256, (int(rng.integers(9, 40)), int(rng.integers(9, 40)), 3), dtype=np.uint8)
+        path = tmp_path / f"{number:03d}.{'png' if number % 2 else 'jpg'}"
+        Image.fromarray(pixels).save(path)
+        items.append((path, number % 4))
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    items.insert(40, (broken, 1))
+    monkeypatch.setattr(images_module, "PARALLEL_MIN_PIXELS", parallel_min_pixels)
+    done = []
+
+    images, labels, skipped = images_module.decode_images(items, 16, "bicubic", skip_bad_images=True,
+                                                          on_decoded=done.append)
+
+    readable = items[:40] + items[41:]
+    assert skipped == 1 and done == list(range(1, len(items) + 1))
+    assert labels.tolist() == [label for _, label in readable]
+    expected = torch.stack([resize_to_tensor(read_image(path), 16, "bicubic") for path, _ in readable])
+    assert torch.equal(images, expected)
+    with pytest.raises(DatasetError, match=f"cannot read image {broken}"):
+        images_module.decode_images(items, 16, "bicubic")
+
+
 def test_exif_orientation_is_applied(tmp_path):
     path = tmp_path / "rotated.jpg"
     exif = Image.Exif()
