@@ -58,17 +58,18 @@ def _images_under(folder: Path, seen: dict[str, Path]) -> list[Path]:
                 kept.append(name)
         folders[:] = kept
         for name in sorted(files):
-            if is_image_file(Path(name)):
-                found.append(_first_path(Path(parent, name), seen))
+            if is_image_file(name):
+                found.append(_first_path(Path(parent, name), here, seen))
     return found
 
 
-def _first_path(path: Path, seen: dict[str, Path]) -> Path:
-    """Record ``path`` under its real path and return it.
+def _first_path(path: Path, real_parent: str, seen: dict[str, Path]) -> Path:
+    """Record ``path``, a file in the folder whose real path is ``real_parent``, under its real path and return it.
 
     :raises DatasetError: another path of the dataset leads to the same file.
     """
-    real = os.path.realpath(path)
+    # A file that is not a link is where its folder really is: one lstat instead of one per path component.
+    real = os.path.realpath(path) if os.path.islink(path) else os.path.join(real_parent, path.name)
     if real in seen:
         raise DatasetError(
             f"{seen[real]} and {path} are the same image file (through a link): one image cannot be in two classes "

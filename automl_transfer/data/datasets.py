@@ -116,10 +116,11 @@ def dataset_fingerprint(dataset: ImageDataset, content: bool = False) -> str:
         slower (every file is read), but a file touched or copied without a change keeps it.
     :raises DatasetError: naming a file that does not exist or cannot be read.
     """
-    splits = dataset_splits(dataset)
-    folders = {os.path.dirname(os.path.abspath(item)) for items in splits.values() for item, _ in items
-               if not isinstance(item, Image.Image)}
+    splits = {split: [(item if isinstance(item, Image.Image) else os.path.abspath(item), label) for item, label in items]
+              for split, items in dataset_splits(dataset).items()}
+    folders = {os.path.dirname(item) for items in splits.values() for item, _ in items if isinstance(item, str)}
     root = os.path.commonpath(sorted(folders)) if folders else ""
+    prefix = root.rstrip(os.sep) + os.sep  # every absolute path starts with it
     digest = hashlib.sha256(json.dumps(list(dataset.class_names)).encode())
     for split, items in splits.items():
         digest.update(f"\n[{split} {len(items)}]\n".encode())
@@ -128,9 +129,8 @@ def dataset_fingerprint(dataset: ImageDataset, content: bool = False) -> str:
                 digest.update(f"{label} memory {item.mode} {item.size}\n".encode())
                 digest.update(item.tobytes())
                 continue
-            path = os.path.abspath(item)
-            relative = os.path.relpath(path, root).replace(os.sep, "/")
-            line = f"{label} file {relative} {_file_identity(path, content)}\n"
+            relative = item[len(prefix):].replace(os.sep, "/")
+            line = f"{label} file {relative} {_file_identity(item, content)}\n"
             digest.update(line.encode("utf-8", "surrogateescape"))  # a name that is not UTF-8: by its bytes
     return digest.hexdigest()
 

@@ -6,6 +6,7 @@ torch; Pillow itself is imported on the first call.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -40,5 +41,5 @@ def is_image_file(path: str | Path) -> bool:
 
     Only the name is looked at; the file is not opened.
     """
-    path = Path(path)
-    return not path.name.startswith(".") and path.suffix.lower() in image_extensions()
+    name = os.path.basename(path)
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in image_extensions()
