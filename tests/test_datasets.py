@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import struct
 import subprocess
@@ -16,6 +17,7 @@ from PIL import Image
 
 from automl_transfer.contract.components import ImageDataset
 from automl_transfer.contract.options import parse_options, positive_int
+from automl_transfer.data import datasets as datasets_module
 from automl_transfer.data import images as images_module
 from automl_transfer.data.datasets import dataset_fingerprint, load_dataset
 from automl_transfer.data.image_files import image_extensions
@@ -356,7 +358,7 @@ def test_cache_is_written_and_read_instead_of_decoding(tmp_path, monkeypatch):
     cached_files = list(cache_dir.glob("*.safetensors"))
     assert len(cached_files) == 1 and not list(cache_dir.glob("*.tmp"))
 
-    def no_decoding(item):
+    def no_decoding(item, digests=None):
         raise AssertionError(f"decoded {item} although the cache holds it")
 
     monkeypatch.setattr(images_module, "read_image", no_decoding)
@@ -376,6 +378,18 @@ def test_unreadable_cache_file_is_decoded_again(tmp_path):
     cached.write_bytes(b"truncated")
     assert len(prepare_data(dataset, 8, cache_dir=tmp_path).train) == 4
     assert cached.stat().st_size > 100
+
+
+def test_the_files_read_while_decoding_give_the_content_fingerprint_and_a_cache_read_reads_none(tmp_path, monkeypatch):
+    dataset = load_dataset(f"imagefolder:{make_folder(tmp_path / 'data', {'a': 3, 'b': 4})}")
+    by_reading = dataset_fingerprint(dataset, content=True)
+
+    decoded = prepare_data(dataset, 8, cache_dir=tmp_path / "cache")
+    cached = prepare_data(dataset, 8, cache_dir=tmp_path / "cache")
+
+    assert len(decoded.file_digests) == 7 and cached.file_digests is None
+    monkeypatch.setattr(datasets_module, "_file_identity", lambda *args: pytest.fail("a file was read again"))
+    assert dataset_fingerprint(dataset, content=True, digests=decoded.file_digests) == by_reading
 
 
 def test_fingerprint_follows_content_not_location(tmp_path):
@@ -414,11 +428,13 @@ def test_decoding_in_threads_or_in_one_gives_the_same_images_in_order(tmp_path, 
     monkeypatch.setattr(images_module, "PARALLEL_MIN_PIXELS", parallel_min_pixels)
     done = []
 
+    digests = {}
     images, labels, skipped = images_module.decode_images(items, 16, "bicubic", skip_bad_images=True,
-                                                          on_decoded=done.append)
+                                                          on_decoded=done.append, digests=digests)
 
     readable = items[:40] + items[41:]
     assert skipped == 1 and done == list(range(1, len(items) + 1))
+    assert digests == {str(path): hashlib.sha256(path.read_bytes()).hexdigest() for path, _ in items}
     assert labels.tolist() == [label for _, label in readable]
     expected = torch.stack([resize_to_tensor(read_image(path), 16, "bicubic") for path, _ in readable])
     assert torch.equal(images, expected)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -103,7 +103,7 @@ def check_dataset(dataset: ImageDataset) -> None:
         raise DatasetError(f"{origin}: class(es) {empty} have no training images; add images or remove the class")
 
 
-def dataset_fingerprint(dataset: ImageDataset, content: bool = False) -> str:
+def dataset_fingerprint(dataset: ImageDataset, content: bool = False, digests: Mapping[str, str] | None = None) -> str:
     """Return a stable SHA-256 hex digest identifying the dataset's content.
 
     It covers the class names, each split's items and labels in order, and for an image file
@@ -114,10 +114,13 @@ def dataset_fingerprint(dataset: ImageDataset, content: bool = False) -> str:
 
     :param content: identify each file by a hash of its bytes instead of its size and time:
         slower (every file is read), but a file touched or copied without a change keeps it.
+    :param digests: with ``content``, the SHA-256 hex digests of files already read, by
+        absolute path (:attr:`PreparedData.file_digests
+        <automl_transfer.data.prepare.PreparedData.file_digests>`): those are not read again.
     :raises DatasetError: naming a file that does not exist or cannot be read.
     """
-    splits = {split: [(item if isinstance(item, Image.Image) else os.path.abspath(item), label) for item, label in items]
-              for split, items in dataset_splits(dataset).items()}
+    splits = {split: [(item if isinstance(item, Image.Image) else os.path.abspath(item), label)
+                      for item, label in items] for split, items in dataset_splits(dataset).items()}
     folders = {os.path.dirname(item) for items in splits.values() for item, _ in items if isinstance(item, str)}
     root = os.path.commonpath(sorted(folders)) if folders else ""
     prefix = root.rstrip(os.sep) + os.sep  # every absolute path starts with it
@@ -130,7 +133,8 @@ def dataset_fingerprint(dataset: ImageDataset, content: bool = False) -> str:
                 digest.update(item.tobytes())
                 continue
             relative = item[len(prefix):].replace(os.sep, "/")
-            line = f"{label} file {relative} {_file_identity(item, content)}\n"
+            identity = digests.get(item) if content and digests else None
+            line = f"{label} file {relative} {identity or _file_identity(item, content)}\n"
             digest.update(line.encode("utf-8", "surrogateescape"))  # a name that is not UTF-8: by its bytes
     return digest.hexdigest()
 

@@ -6,6 +6,8 @@ Training, evaluation and ``predict`` all go through :func:`read_image` and
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import os
 import warnings
@@ -72,10 +74,12 @@ class UnreadableImageError(DatasetError):
         super().__init__(f"cannot read image {path}: {reason}. Fix or delete the file, or pass --skip-bad-images")
 
 
-def read_image(item: ImageItem) -> Image.Image:
+def read_image(item: ImageItem, digests: dict[str, str] | None = None) -> Image.Image:
     """Read one dataset item as an RGB PIL image.
 
     :param item: a path to an image file, or a PIL image already in memory.
+    :param digests: when given, the SHA-256 hex digest of a file's bytes is recorded there
+        under the file's absolute path (the file is read once for both).
     :returns: an RGB image, turned upright according to its EXIF orientation.
     :raises DatasetError: naming the file when it does not exist.
     :raises UnreadableImageError: naming the file when it is unreadable or corrupt.
@@ -84,7 +88,12 @@ def read_image(item: ImageItem) -> Image.Image:
         return to_rgb(item)
     path = Path(item)
     try:
-        with Image.open(path) as opened:
+        source: Path | io.BytesIO = path
+        if digests is not None:
+            data = path.read_bytes()
+            digests[os.path.abspath(path)] = hashlib.sha256(data).hexdigest()
+            source = io.BytesIO(data)
+        with Image.open(source) as opened:
             width, height = opened.size
             if width * height > (Image.MAX_IMAGE_PIXELS or width * height):
                 logger.warning("warning: %s is a very large image (%d x %d pixels); decoding it needs about %d MB",
@@ -146,13 +155,13 @@ PARALLEL_MIN_PIXELS = 64 * 64
 DECODE_CHUNK = 32
 
 
-def _decode_chunk(items: Sequence[tuple[ImageItem, int]], image_size: int,
-                  interpolation: str) -> list[np.ndarray | DatasetError]:
+def _decode_chunk(items: Sequence[tuple[ImageItem, int]], image_size: int, interpolation: str,
+                  digests: dict[str, str] | None) -> list[np.ndarray | DatasetError]:
     """Read and size each item: its ``uint8 (S, S, 3)`` array, or the error that made it unreadable."""
     results: list[np.ndarray | DatasetError] = []
     for item, _ in items:
         try:
-            results.append(_centre_square(read_image(item), image_size, interpolation))
+            results.append(_centre_square(read_image(item, digests), image_size, interpolation))
         except DatasetError as error:
             results.append(error)
     return results
@@ -170,8 +179,8 @@ def _source_pixels(item: ImageItem) -> int:
 
 
 def decode_images(items: Sequence[tuple[ImageItem, int]], image_size: int, interpolation: str,
-                  skip_bad_images: bool = False,
-                  on_decoded: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+                  skip_bad_images: bool = False, on_decoded: Callable[[int], None] | None = None,
+                  digests: dict[str, str] | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Read and size every item with :func:`read_image` and :func:`resize_to_tensor`'s sizing.
 
     Images of at least :data:`PARALLEL_MIN_PIXELS` pixels (judged by the first) are decoded
@@ -185,6 +194,9 @@ def decode_images(items: Sequence[tuple[ImageItem, int]], image_size: int, inter
         instead of raising.
     :param on_decoded: called with the number of items handled so far after each one, in
         order (for a progress display).
+    :param digests: when given, filled as :func:`read_image` does: the SHA-256 of each file
+        read, by absolute path (what :func:`~automl_transfer.data.datasets.dataset_fingerprint`
+        with ``content`` would read the files again for).
     :returns: ``(images, labels, n_skipped)``: ``uint8 (N, 3, S, S)``, ``int64 (N,)`` and the
         number of unreadable images left out.
     :raises DatasetError: naming the first unreadable image, unless ``skip_bad_images``.
@@ -199,8 +211,8 @@ def decode_images(items: Sequence[tuple[ImageItem, int]], image_size: int, inter
     parallel = workers > 1 and len(chunks) > 1 and _source_pixels(items[0][0]) >= PARALLEL_MIN_PIXELS
     pool = ThreadPoolExecutor(max_workers=workers) if parallel else None
     try:
-        decoded = (pool.map(lambda chunk: _decode_chunk(chunk, image_size, interpolation), chunks) if pool
-                   else (_decode_chunk(chunk, image_size, interpolation) for chunk in chunks))
+        decoded = (pool.map(lambda chunk: _decode_chunk(chunk, image_size, interpolation, digests), chunks) if pool
+                   else (_decode_chunk(chunk, image_size, interpolation, digests) for chunk in chunks))
         index = 0
         for results in decoded:
             for result in results:

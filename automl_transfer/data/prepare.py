@@ -58,6 +58,9 @@ class PreparedData:
     :param key: a hash of everything the tensors depend on (dataset, size, interpolation,
         validation split): equal keys, equal tensors. Caches of what is computed from them
         (the features of a frozen backbone) are keyed by it.
+    :param file_digests: the SHA-256 of every image file read while decoding, by absolute
+        path, for :func:`dataset_fingerprint` with ``content``; ``None`` when the tensors came
+        from the cache and no file was read.
     """
 
     class_names: list[str]
@@ -67,6 +70,7 @@ class PreparedData:
     n_skipped: int
     fingerprint: str
     key: str = ""
+    file_digests: dict[str, str] | None = None
 
 
 def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,9 +149,10 @@ def _hold_out(train: LabelledTensors, class_names: list[str], val_fraction: floa
 
 
 def _decode_splits(dataset: ImageDataset, image_size: int, interpolation: str, skip_bad_images: bool,
-                   progress: Callable[[int, int], None] | None) -> dict[str, tuple[torch.Tensor, torch.Tensor, int]]:
+                   progress: Callable[[int, int], None] | None,
+                   digests: dict[str, str]) -> dict[str, tuple[torch.Tensor, torch.Tensor, int]]:
     """Decode each split with :func:`decode_images` (after :func:`check_memory`), reporting
-    ``progress(done, total)`` over all of them."""
+    ``progress(done, total)`` over all of them and filling ``digests`` with the files' SHA-256."""
     splits = dataset_splits(dataset)
     total = sum(len(items) for items in splits.values())
     check_memory(total, image_size, dataset.origin or "dataset")
@@ -156,7 +161,7 @@ def _decode_splits(dataset: ImageDataset, image_size: int, interpolation: str, s
         progress(0, total)
     for name, items in splits.items():
         on_decoded = None if progress is None else (lambda done, base=offset: progress(base + done, total))
-        decoded[name] = decode_images(items, image_size, interpolation, skip_bad_images, on_decoded)
+        decoded[name] = decode_images(items, image_size, interpolation, skip_bad_images, on_decoded, digests)
         offset += len(items)
     return decoded
 
@@ -209,7 +214,8 @@ def prepare_data(dataset: ImageDataset, image_size: int, *, interpolation: str =
         tensors = {name: LabelledTensors(*pair) if pair is not None else None for name, pair in splits.items()}
         return PreparedData(list(dataset.class_names), tensors["train"], tensors["val"], tensors["test"],
                             info["n_skipped"], fingerprint, cache_key(key))
-    decoded = _decode_splits(dataset, image_size, interpolation, skip_bad_images, progress)
+    digests: dict[str, str] = {}
+    decoded = _decode_splits(dataset, image_size, interpolation, skip_bad_images, progress, digests)
     n_skipped = sum(skipped for *_, skipped in decoded.values())
     tensors = {name: LabelledTensors(*decoded[name][:2]) if name in decoded else None for name in SPLITS}
     counts = torch.bincount(tensors["train"].labels, minlength=len(dataset.class_names))
@@ -225,7 +231,7 @@ def prepare_data(dataset: ImageDataset, image_size: int, *, interpolation: str =
     if path is not None:
         _write_quietly(path, tensors, {"class_names": list(dataset.class_names), "n_skipped": n_skipped})
     return PreparedData(list(dataset.class_names), tensors["train"], tensors["val"], tensors["test"],
-                        n_skipped, fingerprint, cache_key(key))
+                        n_skipped, fingerprint, cache_key(key), digests)
 
 
 def _write_quietly(path: Path, tensors: dict[str, LabelledTensors | None], info: dict) -> None:

@@ -317,8 +317,9 @@ class TransferSearch:
 
     @cached_property
     def content_fingerprint(self) -> str:
-        """The dataset's fingerprint by file content (computed once: it reads every file)."""
-        return dataset_fingerprint(self.dataset, content=True)
+        """The dataset's fingerprint by file content (computed once; files decoded here are not read again)."""
+        decoded = next((data.file_digests for data in self._prepared.values() if data.file_digests), None)
+        return dataset_fingerprint(self.dataset, content=True, digests=decoded)
 
     def _open_storage(self) -> optuna.storages.BaseStorage:
         return open_storage(self.config.run_dir, self.config.storage, self.config.heartbeat_interval)
