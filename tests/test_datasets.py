@@ -88,6 +88,22 @@ def test_image_extensions_come_from_pil():
     assert not {".txt", ".csv", ".pdf", ".eps", ".json"} & image_extensions()
 
 
+def test_a_folder_of_common_formats_is_listed_without_loading_every_pillow_plugin(tmp_path):
+    root = make_folder(tmp_path / "data", {"a": 2, "b": 2})
+    save_image(root / "b" / "photo.jpg")
+    (root / "a" / "scan.tif").write_bytes(b"")  # listed by name: the rarer plugins load for it alone
+    listing = ("import sys; from automl_transfer.data.datasets import load_dataset; "
+               "dataset = load_dataset(sys.argv[1]); print(len(dataset.train), 'PIL.WebPImagePlugin' in sys.modules)")
+
+    def listed(folder: Path) -> str:
+        return subprocess.run([sys.executable, "-c", listing, f"imagefolder:{folder}"], capture_output=True, text=True,
+                              check=True, timeout=120).stdout.split()
+
+    assert listed(root) == ["6", "True"]
+    (root / "a" / "scan.tif").unlink()
+    assert listed(root) == ["5", "False"]
+
+
 def test_imagefolder_split_layout(tmp_path):
     make_folder(tmp_path / "data" / "Train", {"a": 3, "b": 3})
     make_folder(tmp_path / "data" / "validation", {"a": 1, "b": 2})

@@ -18,7 +18,6 @@ EXCLUDED_EXTENSIONS = frozenset(
 )
 
 
-@lru_cache(maxsize=1)
 def image_extensions() -> frozenset[str]:
     """Return the lower-case extensions treated as images.
 
@@ -26,12 +25,25 @@ def image_extensions() -> frozenset[str]:
     ``.tif``, ``.bmp``, ``.gif`` ...; ``.avif`` and ``.heic`` when the installed Pillow
     plugins read them), less :data:`EXCLUDED_EXTENSIONS`.
     """
+    return _openable_extensions(every_plugin=True)
+
+
+@lru_cache(maxsize=2)
+def _openable_extensions(every_plugin: bool) -> frozenset[str]:
+    """The extensions of :func:`image_extensions` that Pillow's plugins registered so far.
+
+    :param every_plugin: load every Pillow plugin first (some forty modules); otherwise only
+        the few Pillow loads before any other (BMP, GIF, JPEG, PPM, PNG).
+    """
     from PIL import Image
 
-    Image.init()
+    if every_plugin:
+        Image.init()
+    else:
+        Image.preinit()
     return frozenset(
         extension
-        for extension, image_format in Image.registered_extensions().items()
+        for extension, image_format in Image.EXTENSION.items()
         if image_format in Image.OPEN and extension not in EXCLUDED_EXTENSIONS
     )
 
@@ -39,7 +51,11 @@ def image_extensions() -> frozenset[str]:
 def is_image_file(path: str | Path) -> bool:
     """Return whether ``path`` names a visible file (not starting with ``.``) with an image extension.
 
-    Only the name is looked at; the file is not opened.
+    Only the name is looked at; the file is not opened. Pillow's less common plugins are
+    loaded only for a name that none of the common formats claims.
     """
     name = os.path.basename(path)
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in image_extensions()
+    if name.startswith("."):
+        return False
+    extension = os.path.splitext(name)[1].lower()
+    return extension in _openable_extensions(every_plugin=False) or extension in image_extensions()
