@@ -26,6 +26,7 @@ from search_processes import (
 )
 
 from automl_transfer import TransferSearch
+from automl_transfer.search.signals import interrupt_on_signals, raise_if_stopped
 from automl_transfer.storage import checkpoint
 from automl_transfer.training.trial import run_trial
 
@@ -140,8 +141,6 @@ def test_a_crash_between_saving_the_best_model_and_telling_the_study_completes_t
 
 def test_a_stop_whose_exception_was_swallowed_still_stops_the_search_before_its_next_trial(tmp_path: Path) -> None:
     """A ``KeyboardInterrupt`` lost inside a library must not leave a worker running trials after SIGTERM."""
-    from automl_transfer.search.signals import interrupt_on_signals, raise_if_stopped
-
     search = TransferSearch(dataset=DATASET, space=str(write_space(tmp_path)), trials=2, run_dir=tmp_path / "run",
                             quiet=True)
     study = search.open()
