@@ -17,7 +17,8 @@ from automl_transfer import registry as plugins
 from automl_transfer.contract.components import Backbone
 from automl_transfer.errors import PluginError, UnknownComponentError, WeightsError
 from automl_transfer.model.freezing import freeze_backbone
-from automl_transfer.model.sources import SourceSpec, build_backbone
+from automl_transfer.model.source_spec import SourceSpec
+from automl_transfer.model.sources import build_backbone
 from automl_transfer.plugin import hookimpl
 
 #: Small models, with random weights, on which every backbone plugin is checked.

@@ -23,7 +23,8 @@ from automl_transfer.data.images import read_image, resize_to_tensor
 from automl_transfer.errors import DatasetError, RunDirError
 from automl_transfer.inference.predictor import LoadedModel, Prediction, load_model
 from automl_transfer.model.network import TransferModel
-from automl_transfer.model.sources import SourceSpec, build_backbone
+from automl_transfer.model.source_spec import SourceSpec
+from automl_transfer.model.sources import build_backbone
 from automl_transfer.registry import get_component
 from automl_transfer.storage import model_schema
 from automl_transfer.storage.checkpoint import BestModelInfo, save_best

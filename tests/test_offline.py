@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from automl_transfer.model.sources import SourceSpec
+from automl_transfer.model.source_spec import SourceSpec
 from automl_transfer.search.sources import offline_source
 
 CLI = [sys.executable, "-m", "automl_transfer"]

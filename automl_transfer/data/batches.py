@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from automl_transfer.data.augmentations import AUGMENTATIONS, Augmentation
 from automl_transfer.data.prepare import LabelledTensors
 
 #: A split stays on the GPU when its images take at most this share of the free GPU memory.
@@ -30,26 +30,6 @@ RESIDENT_SHARE = 0.25
 
 #: Width-to-height ratio of a random crop.
 CROP_RATIO = (3 / 4, 4 / 3)
-
-
-@dataclass(frozen=True)
-class Augmentation:
-    """A random resized crop and flip drawn per image.
-
-    :param crop_area: the share of the image a crop keeps, drawn uniformly in this range.
-    :param flip: whether half the images are mirrored left to right.
-    """
-
-    crop_area: tuple[float, float]
-    flip: bool
-
-
-#: The augmentation strengths a search space names (``augment: light``).
-AUGMENTATIONS: dict[str, Augmentation | None] = {
-    "none": None,
-    "light": Augmentation(crop_area=(0.8, 1.0), flip=False),
-    "strong": Augmentation(crop_area=(0.25, 1.0), flip=True),
-}
 
 
 class DeviceSplit:

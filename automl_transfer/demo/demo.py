@@ -45,7 +45,7 @@ from automl_transfer.contract.components import NO_WEIGHTS
 from automl_transfer.data.datasets import load_dataset
 from automl_transfer.demo.settings import DemoSettings
 from automl_transfer.inference.predictor import load_model
-from automl_transfer.model.sources import SourceSpec, random_weights
+from automl_transfer.model.source_spec import SourceSpec, random_weights
 from automl_transfer.registry import load_plugins
 from automl_transfer.search.search import TransferSearch
 from automl_transfer.storage.checkpoint import BEST_LINK, WEIGHTS_FILE

@@ -31,7 +31,8 @@ from automl_transfer.data.image_files import is_image_file
 from automl_transfer.data.images import UnreadableImageError, read_image, resize_to_tensor
 from automl_transfer.errors import AutoMLTransferError, DatasetError, RunDirError
 from automl_transfer.model.network import TransferModel
-from automl_transfer.model.sources import SourceSpec, build_backbone
+from automl_transfer.model.source_spec import SourceSpec
+from automl_transfer.model.sources import build_backbone
 from automl_transfer.registry import get_component
 from automl_transfer.storage.checkpoint import INFO_FILE, load_best, resolve_best_dir
 from automl_transfer.storage.model_info import BestModelInfo

@@ -31,9 +31,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from automl_transfer.errors import WeightsError
-
-#: File name endings read as weight files, in the order the error messages list them.
-WEIGHTS_SUFFIXES = (".safetensors", ".pt", ".pth")
+from automl_transfer.model.source_spec import WEIGHTS_SUFFIXES
 
 #: The ``format`` metadata value of the best-model files automl-transfer writes.
 OWN_FORMAT = "automl_transfer"

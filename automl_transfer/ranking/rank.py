@@ -24,7 +24,7 @@ import torch
 from automl_transfer.contract.components import Backbone
 from automl_transfer.data.batches import DeviceSplit
 from automl_transfer.data.prepare import PreparedData
-from automl_transfer.model.sources import random_weights
+from automl_transfer.model.source_spec import random_weights
 from automl_transfer.ranking.knn import knn_accuracy
 from automl_transfer.ranking.logme import logme
 from automl_transfer.training.frozen_prefix import FeatureExtractor, front_outputs

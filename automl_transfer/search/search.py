@@ -31,7 +31,8 @@ from automl_transfer.contract.components import ImageDataset
 from automl_transfer.data.datasets import dataset_fingerprint, read_dataset
 from automl_transfer.data.prepare import PreparedData, prepare_data
 from automl_transfer.errors import DatasetError, RunDirError
-from automl_transfer.model.sources import BackboneCache, random_weights
+from automl_transfer.model.source_spec import random_weights
+from automl_transfer.model.sources import BackboneCache
 from automl_transfer.ranking.rank import SourceScore, rank_sources
 from automl_transfer.registry import call_observers, load_plugins
 from automl_transfer.search.claims import claim_lock, claim_trial, open_trials

@@ -18,7 +18,8 @@ from typing import Any
 
 from automl_transfer.contract.components import NO_WEIGHTS
 from automl_transfer.errors import AutoMLTransferError, WeightsUnreachableError
-from automl_transfer.model.sources import BackboneCache, SourceSpec
+from automl_transfer.model.source_spec import SourceSpec
+from automl_transfer.model.sources import BackboneCache
 from automl_transfer.space import SearchSpace
 
 #: The ``--weights`` values: the weights the space names, or random weights for every source.

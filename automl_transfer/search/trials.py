@@ -23,7 +23,8 @@ from optuna.trial import TrialState
 from automl_transfer.contract.components import Backbone
 from automl_transfer.data.prepare import PreparedData
 from automl_transfer.errors import RunDirError
-from automl_transfer.model.sources import SourceSpec, build_backbone
+from automl_transfer.model.source_spec import SourceSpec
+from automl_transfer.model.sources import build_backbone
 from automl_transfer.registry import call_observers
 from automl_transfer.search.claims import claim_lock
 from automl_transfer.search.recovery import INTERRUPTED, SEED_TRIAL, TRAIN_SEED, settle_lost_trial

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from automl_transfer.contract.components import MAX_IMAGE_SIZE
-from automl_transfer.data.batches import AUGMENTATIONS
+from automl_transfer.data.augmentations import AUGMENTATIONS
 from automl_transfer.errors import PluginError, SearchSpaceError, UnknownComponentError
-from automl_transfer.model.sources import SOURCE_FORMAT, SourceSpec
+from automl_transfer.model.source_spec import SOURCE_FORMAT, SourceSpec
 from automl_transfer.registry import get_component
 from automl_transfer.space.nodes import Choice, Fixed, Node, Range
 from automl_transfer.space.start_points import DEFAULT_START_POINTS

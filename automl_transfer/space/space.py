@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 import optuna
 
-from automl_transfer.model.sources import random_weights
+from automl_transfer.model.source_spec import random_weights
 from automl_transfer.space.nodes import Choice, Fixed
 from automl_transfer.space.parser import Parser
 

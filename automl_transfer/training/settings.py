@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from automl_transfer.data.batches import AUGMENTATIONS
+from automl_transfer.data.augmentations import AUGMENTATIONS
 
 #: The validation metrics that can pick a fit's best epoch, and whether higher is better.
 MONITORED = {"accuracy": True, "macro_f1": True, "val_loss": False}
@@ -32,7 +32,7 @@ class TrialSettings:
         of a pass and no batch is a lone image unless the split is.
     :param label_smoothing: ``nn.CrossEntropyLoss``'s label smoothing for the training loss.
     :param augment: how strongly images are cropped and flipped while training, a key of
-        :data:`~automl_transfer.data.batches.AUGMENTATIONS` (``none``, ``light``, ``strong``);
+        :data:`~automl_transfer.data.augmentations.AUGMENTATIONS` (``none``, ``light``, ``strong``);
         ``True`` and ``False`` mean ``strong`` and ``none``.
     :param warmup_epochs: length of the linear warmup, at most half of the run.
     :param min_steps: the fewest optimiser steps the whole fit takes: when ``epochs`` passes

@@ -16,7 +16,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from automl_transfer.data.batches import AUGMENTATIONS, DeviceSplit, to_model_input
+from automl_transfer.data.augmentations import AUGMENTATIONS
+from automl_transfer.data.batches import DeviceSplit, to_model_input
 from automl_transfer.data.cache import FeatureStore
 from automl_transfer.data.prepare import LabelledTensors, PreparedData
 from automl_transfer.model.freezing import FrozenLayers

@@ -18,7 +18,8 @@ from automl_transfer.data.cache import FeatureStore
 from automl_transfer.data.prepare import PreparedData
 from automl_transfer.model.freezing import freeze_backbone
 from automl_transfer.model.network import TransferModel
-from automl_transfer.model.sources import SourceSpec, build_backbone
+from automl_transfer.model.source_spec import SourceSpec
+from automl_transfer.model.sources import build_backbone
 from automl_transfer.registry import get_component
 from automl_transfer.training.fit import TrialSettings, fit_with_oom_retry
 from automl_transfer.training.params import TrialParams
