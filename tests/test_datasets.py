@@ -167,10 +167,11 @@ def test_a_link_back_to_a_containing_folder_or_a_second_path_to_an_image_is_refu
 
 
 def test_images_that_would_not_fit_in_memory_are_refused_before_decoding(tmp_path, monkeypatch):
+    import automl_transfer.data.memory as memory_module
     import automl_transfer.data.prepare as prepare_module
 
     dataset = load_dataset(f"imagefolder:{make_folder(tmp_path / 'data', {'a': 3, 'b': 3})}")
-    monkeypatch.setattr(prepare_module, "available_memory", lambda: 2**20)
+    monkeypatch.setattr(memory_module, "available_memory", lambda: 2**20)
     monkeypatch.setattr(prepare_module, "decode_images", lambda *args: pytest.fail("decoded anyway"))
     with pytest.raises(DatasetError, match=r"its 6 images decoded at 512x512 pixels need 4.5 MiB of memory, more than "
                                            r"the 1.0 MiB available; lower image_size"):

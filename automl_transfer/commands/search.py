@@ -14,6 +14,7 @@ from automl_transfer.errors import EXIT_INTERRUPTED, AutoMLTransferError
 from automl_transfer.search.config import METRICS, PRUNERS, SAMPLERS, SearchConfig
 
 if TYPE_CHECKING:
+    from automl_transfer.data.ahead import DecodingAhead
     from automl_transfer.search.search import TransferSearch
 
 
@@ -118,15 +119,12 @@ def run(args: argparse.Namespace) -> int:
 
     :raises AutoMLTransferError: bad input, or every trial failed (there is no best model).
     """
-    import optuna
-
-    from automl_transfer.search.search import TransferSearch
+    from automl_transfer.search.ahead import decode_ahead
 
     config = config_from_args(args)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    search = TransferSearch(config)
+    ahead = decode_ahead(config)  # before torch is imported: the images are decoded on another core meanwhile
     try:
-        summary = search.run()
+        summary, search = _search(config, ahead)
     except KeyboardInterrupt:
         print(
             "interrupted: the running trials were recorded as failed (interrupted) and will run again; "
@@ -134,6 +132,9 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
+    finally:
+        if ahead is not None:
+            ahead.close()
     if config.workers == 0:
         where = f"--storage URL --study {config.study}" if config.storage else f"--run-dir {config.run_dir}"
         print(f"search recorded in {config.run_dir}; run its trials with: automl-transfer worker {where}")
@@ -142,6 +143,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"best model: {config.run_dir / 'best'}  summary: {config.run_dir / 'summary.json'}")
     return 0
+
+
+def _search(config: SearchConfig, ahead: DecodingAhead | None) -> tuple[dict[str, Any], TransferSearch]:
+    """Run the search ``config`` describes; return its summary and the search."""
+    import optuna
+
+    from automl_transfer.search.search import TransferSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    search = TransferSearch(config, ahead=ahead)
+    return search.run(), search
 
 
 def _no_best_model(search: TransferSearch, summary: dict[str, Any]) -> None:

@@ -2,6 +2,10 @@
 
 Training, evaluation and ``predict`` all go through :func:`read_image` and
 :func:`resize_to_tensor`, so an image is preprocessed the same way wherever it is used.
+
+Reading and sizing need only Pillow and numpy: torch is imported by the two functions that
+return tensors, so a process that decodes a dataset while the search starts
+(:mod:`automl_transfer.data.ahead`) does not load it.
 """
 
 from __future__ import annotations
@@ -12,15 +16,18 @@ import logging
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from automl_transfer.contract.components import INTERPOLATION_NAMES, ImageItem
 from automl_transfer.errors import DatasetError
+
+if TYPE_CHECKING:
+    import torch
 
 #: Interpolation names accepted by :func:`resize_to_tensor` (timm's ``data_config`` names).
 INTERPOLATIONS = {name: Image.Resampling[name.upper()] for name in INTERPOLATION_NAMES}
@@ -117,6 +124,8 @@ def resize_to_tensor(image: Image.Image, image_size: int, interpolation: str = "
     :returns: a contiguous ``uint8`` tensor of shape ``(3, S, S)``.
     :raises ValueError: for an unknown interpolation or a non-positive size.
     """
+    import torch
+
     _check_sizing(image_size, interpolation)
     return torch.from_numpy(_centre_square(image, image_size, interpolation)).permute(2, 0, 1).contiguous()
 
@@ -144,7 +153,7 @@ def _centre_square(image: Image.Image, image_size: int, interpolation: str) -> n
     return np.array(image, dtype=np.uint8)
 
 
-#: Below this many pixels per source image, :func:`decode_images` works in one thread. For small
+#: Below this many pixels per source image, :func:`decode_into` works in one thread. For small
 #: images the Python around each one, which holds the GIL, costs more than the decoding and
 #: resizing PIL does with the GIL released, and two threads contending for the GIL are slower
 #: than one (2-core CPU, per image: 48 px PNGs 0.44 ms in one thread vs 0.56 ms in two;
@@ -155,16 +164,33 @@ PARALLEL_MIN_PIXELS = 64 * 64
 DECODE_CHUNK = 32
 
 
+@dataclass
+class DecodeReport:
+    """What :func:`decode_into` met besides the images.
+
+    :param skipped: ``(index, "PATH: what is wrong")`` for every unreadable item left out, in order.
+    :param resized: whether any image's shorter side differed from the output size, so that its
+        pixels depend on the interpolation (when none did, any interpolation gives these pixels).
+    """
+
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+    resized: bool = False
+
+
 def _decode_chunk(items: Sequence[tuple[ImageItem, int]], image_size: int, interpolation: str,
-                  digests: dict[str, str] | None) -> list[np.ndarray | DatasetError]:
-    """Read and size each item: its ``uint8 (S, S, 3)`` array, or the error that made it unreadable."""
+                  digests: dict[str, str] | None) -> tuple[list[np.ndarray | DatasetError], bool]:
+    """Read and size each item: its ``uint8 (S, S, 3)`` array or the error that made it unreadable,
+    and whether any was resized."""
     results: list[np.ndarray | DatasetError] = []
+    resized = False
     for item, _ in items:
         try:
-            results.append(_centre_square(read_image(item, digests), image_size, interpolation))
+            image = read_image(item, digests)
+            resized = resized or min(image.size) != image_size
+            results.append(_centre_square(image, image_size, interpolation))
         except DatasetError as error:
             results.append(error)
-    return results
+    return results, resized
 
 
 def _source_pixels(item: ImageItem) -> int:
@@ -178,35 +204,32 @@ def _source_pixels(item: ImageItem) -> int:
         return 0
 
 
-def decode_images(items: Sequence[tuple[ImageItem, int]], image_size: int, interpolation: str,
-                  skip_bad_images: bool = False, on_decoded: Callable[[int], None] | None = None,
-                  digests: dict[str, str] | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Read and size every item with :func:`read_image` and :func:`resize_to_tensor`'s sizing.
+def decode_into(pixels: np.ndarray, items: Sequence[tuple[ImageItem, int]], image_size: int, interpolation: str,
+                skip_bad_images: bool = False, on_decoded: Callable[[int], None] | None = None,
+                digests: dict[str, str] | None = None) -> DecodeReport:
+    """Read and size every item with :func:`read_image` and :func:`resize_to_tensor`'s sizing into ``pixels``.
 
     Images of at least :data:`PARALLEL_MIN_PIXELS` pixels (judged by the first) are decoded
     by a thread per core, since PIL releases the GIL while it decodes and resizes; smaller
     ones in this thread. Either way the result is the same.
 
+    :param pixels: a writable ``uint8`` array ``(len(items), 3, S, S)``; ``pixels[i]`` receives
+        item ``i`` (an unreadable item's row is left as it was).
     :param items: ``(image, label)`` pairs.
     :param image_size: the side ``S`` of the square output images.
     :param interpolation: one of :data:`INTERPOLATIONS`.
-    :param skip_bad_images: leave unreadable images out (logging a warning for each)
+    :param skip_bad_images: go on past unreadable images (listed in the report's ``skipped``)
         instead of raising.
-    :param on_decoded: called with the number of items handled so far after each one, in
-        order (for a progress display).
+    :param on_decoded: called with the number of items handled so far after each one, in order.
     :param digests: when given, filled as :func:`read_image` does: the SHA-256 of each file
         read, by absolute path (what :func:`~automl_transfer.data.datasets.dataset_fingerprint`
         with ``content`` would read the files again for).
-    :returns: ``(images, labels, n_skipped)``: ``uint8 (N, 3, S, S)``, ``int64 (N,)`` and the
-        number of unreadable images left out.
+    :returns: the :class:`DecodeReport`.
     :raises DatasetError: naming the first unreadable image, unless ``skip_bad_images``.
     :raises ValueError: for an unknown interpolation or a non-positive size.
     """
     _check_sizing(image_size, interpolation)
-    images = torch.empty((len(items), 3, image_size, image_size), dtype=torch.uint8)
-    pixels = images.numpy()  # the same memory: a numpy copy per image costs a fifth of a torch one
-    labels = torch.tensor([int(label) for _, label in items], dtype=torch.int64)
-    readable = torch.ones(len(items), dtype=torch.bool)
+    report = DecodeReport()
     chunks = [items[start:start + DECODE_CHUNK] for start in range(0, len(items), DECODE_CHUNK)]
     workers = os.cpu_count() or 1
     parallel = workers > 1 and len(chunks) > 1 and _source_pixels(items[0][0]) >= PARALLEL_MIN_PIXELS
@@ -215,14 +238,14 @@ def decode_images(items: Sequence[tuple[ImageItem, int]], image_size: int, inter
         decoded = (pool.map(lambda chunk: _decode_chunk(chunk, image_size, interpolation, digests), chunks) if pool
                    else (_decode_chunk(chunk, image_size, interpolation, digests) for chunk in chunks))
         index = 0
-        for results in decoded:
+        for results, resized in decoded:
+            report.resized = report.resized or resized
             for result in results:
                 if isinstance(result, DatasetError):
                     if not skip_bad_images:
                         raise result
-                    logger.warning("warning: skipped unreadable image %s: %s", getattr(result, "path", items[index][0]),
-                                   getattr(result, "reason", result))
-                    readable[index] = False
+                    path = getattr(result, "path", items[index][0])
+                    report.skipped.append((index, f"{path}: {getattr(result, 'reason', result)}"))
                 else:
                     pixels[index] = result.transpose(2, 0, 1)
                 index += 1
@@ -231,7 +254,51 @@ def decode_images(items: Sequence[tuple[ImageItem, int]], image_size: int, inter
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    n_skipped = int((~readable).sum())
-    if n_skipped:
-        return images[readable], labels[readable], n_skipped
-    return images, labels, 0
+    return report
+
+
+def decode_images(items: Sequence[tuple[ImageItem, int]], image_size: int, interpolation: str,
+                  skip_bad_images: bool = False, on_decoded: Callable[[int], None] | None = None,
+                  digests: dict[str, str] | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Read and size every item with :func:`decode_into`, into tensors.
+
+    :param items: ``(image, label)`` pairs.
+    :param image_size: the side ``S`` of the square output images.
+    :param interpolation: one of :data:`INTERPOLATIONS`.
+    :param skip_bad_images: leave unreadable images out (logging a warning for each)
+        instead of raising.
+    :param on_decoded: called with the number of items handled so far after each one, in order.
+    :param digests: when given, filled with the SHA-256 of each file read, by absolute path.
+    :returns: ``(images, labels, n_skipped)``: ``uint8 (N, 3, S, S)``, ``int64 (N,)`` and the
+        number of unreadable images left out.
+    :raises DatasetError: naming the first unreadable image, unless ``skip_bad_images``.
+    :raises ValueError: for an unknown interpolation or a non-positive size.
+    """
+    import torch
+
+    _check_sizing(image_size, interpolation)
+    images = torch.empty((len(items), 3, image_size, image_size), dtype=torch.uint8)
+    # The same memory: a numpy copy per image costs a fifth of a torch one.
+    report = decode_into(images.numpy(), items, image_size, interpolation, skip_bad_images, on_decoded, digests)
+    labels = torch.tensor([int(label) for _, label in items], dtype=torch.int64)
+    return without_skipped(images, labels, report.skipped)
+
+
+def without_skipped(images: torch.Tensor, labels: torch.Tensor,
+                    skipped: Sequence[tuple[int, str]]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Log a warning for each skipped item and leave them out.
+
+    :param images: ``(N, 3, S, S)`` images, decoded by :func:`decode_into`.
+    :param labels: their ``(N,)`` labels.
+    :param skipped: the report's ``skipped``.
+    :returns: ``(images, labels, n_skipped)`` without the skipped rows (the same tensors when none was).
+    """
+    if not skipped:
+        return images, labels, 0
+    import torch
+
+    for _, what in skipped:
+        logger.warning("warning: skipped unreadable image %s", what)
+    readable = torch.ones(len(labels), dtype=torch.bool)
+    readable[[index for index, _ in skipped]] = False
+    return images[readable], labels[readable], len(skipped)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from automl_transfer.contract.components import ImageDataset
+from automl_transfer.data.ahead import DecodingAhead
 from automl_transfer.data.cache import cache_key, cache_path, read_cache, write_cache
 from automl_transfer.data.datasets import (
     SPLITS,
@@ -24,6 +25,7 @@ from automl_transfer.data.datasets import (
     dataset_splits,
 )
 from automl_transfer.data.images import INTERPOLATIONS, decode_images
+from automl_transfer.data.memory import check_memory
 from automl_transfer.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -94,44 +96,6 @@ def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tu
             torch.from_numpy(np.sort(np.concatenate(val_parts))))
 
 
-def available_memory() -> int | None:
-    """Return the bytes of memory this process can still get: the system's available memory,
-    lowered to what is left under a cgroup (container) limit; ``None`` where neither can be read."""
-    limits = []
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                limits.append(int(line.split()[1]) * 1024)
-    except (OSError, ValueError):
-        pass
-    try:
-        cgroup = Path("/sys/fs/cgroup")
-        maximum = (cgroup / "memory.max").read_text().strip()
-        if maximum != "max":
-            limits.append(int(maximum) - int((cgroup / "memory.current").read_text()))
-    except (OSError, ValueError):
-        pass
-    return min(limits) if limits else None
-
-
-def check_memory(count: int, image_size: int, origin: str) -> None:
-    """Refuse to decode ``count`` images at ``image_size`` when their tensors cannot fit in memory.
-
-    :raises DatasetError: saying how much they need and how much there is.
-    """
-    needed = count * 3 * image_size * image_size
-    available = available_memory()
-    if available is not None and needed > available:
-        raise DatasetError(
-            f"{origin}: its {count} images decoded at {image_size}x{image_size} pixels need {_size(needed)} of memory, "
-            f"more than the {_size(max(available, 0))} available; lower image_size in the space"
-        )
-
-
-def _size(count: int) -> str:
-    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
-
-
 def _hold_out(train: LabelledTensors, class_names: list[str], val_fraction: float, seed: int,
               origin: str) -> tuple[LabelledTensors, LabelledTensors]:
     """Split ``train`` with :func:`stratified_split`; warn about classes left without validation."""
@@ -166,10 +130,31 @@ def _decode_splits(dataset: ImageDataset, image_size: int, interpolation: str, s
     return decoded
 
 
+def _split_tensors(decoded: dict[str, tuple[torch.Tensor, torch.Tensor, int]], dataset: ImageDataset, n_skipped: int,
+                   val_fraction: float, seed: int) -> dict[str, LabelledTensors | None]:
+    """The decoded splits by name (``None`` where absent), validation held out with :func:`_hold_out` when missing.
+
+    :raises DatasetError: skipping left a class without training images; no readable validation or test image.
+    """
+    origin = dataset.origin or "dataset"
+    tensors = {name: LabelledTensors(*decoded[name][:2]) if name in decoded else None for name in SPLITS}
+    counts = torch.bincount(tensors["train"].labels, minlength=len(dataset.class_names))
+    emptied = [dataset.class_names[index] for index in torch.nonzero(counts == 0).flatten().tolist()]
+    if emptied:
+        raise DatasetError(f"{origin}: after skipping {n_skipped} unreadable image(s), class(es) {emptied} "
+                           "have no training images left")
+    if tensors["val"] is None:
+        tensors["train"], tensors["val"] = _hold_out(tensors["train"], dataset.class_names, val_fraction, seed, origin)
+    for name in ("val", "test"):
+        if tensors[name] is not None and len(tensors[name]) == 0:
+            raise DatasetError(f"{origin}: no readable {name} images; add images to the {name} set")
+    return tensors
+
+
 def prepare_data(dataset: ImageDataset, image_size: int, *, interpolation: str = "bilinear",
                  val_fraction: float = 0.2, seed: int = 0, skip_bad_images: bool = False,
                  cache_dir: Path | None = None, fingerprint: str | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> PreparedData:
+                 progress: Callable[[int, int], None] | None = None, ahead: DecodingAhead | None = None) -> PreparedData:
     """Check ``dataset`` and decode every image once into ``uint8`` tensors ``(3, S, S)``.
 
     Each image is read with :func:`read_image` and sized with :func:`resize_to_tensor`
@@ -189,6 +174,9 @@ def prepare_data(dataset: ImageDataset, image_size: int, *, interpolation: str =
     :param fingerprint: the dataset's :func:`dataset_fingerprint` when the caller already
         has it (it stats every file); computed here otherwise.
     :param progress: ``progress(done, total)`` before the first image and after each (all splits; not from the cache).
+    :param ahead: a child process decoding the dataset since before this call: its images are
+        taken when they are the ones wanted (:meth:`DecodingAhead.take`) instead of decoding;
+        it is closed either way.
     :returns: the :class:`PreparedData`.
     :raises DatasetError: naming the file or class at fault: the checks of
         :func:`check_dataset`, a missing or unreadable image (unless skipped), a class left
@@ -209,25 +197,19 @@ def prepare_data(dataset: ImageDataset, image_size: int, *, interpolation: str =
     path = cache_path(cache_dir, key) if cache_dir is not None else None
     cached = read_cache(path) if path is not None else None
     if cached is not None:
+        if ahead is not None:
+            ahead.close()
         logger.info("read decoded images of %s from %s", origin, path)
         splits, info = cached
         tensors = {name: LabelledTensors(*pair) if pair is not None else None for name, pair in splits.items()}
         return PreparedData(list(dataset.class_names), tensors["train"], tensors["val"], tensors["test"],
                             info["n_skipped"], fingerprint, cache_key(key))
     digests: dict[str, str] = {}
-    decoded = _decode_splits(dataset, image_size, interpolation, skip_bad_images, progress, digests)
+    decoded = ahead.take(fingerprint, image_size, interpolation, skip_bad_images, progress, digests) if ahead else None
+    if decoded is None:
+        decoded = _decode_splits(dataset, image_size, interpolation, skip_bad_images, progress, digests)
     n_skipped = sum(skipped for *_, skipped in decoded.values())
-    tensors = {name: LabelledTensors(*decoded[name][:2]) if name in decoded else None for name in SPLITS}
-    counts = torch.bincount(tensors["train"].labels, minlength=len(dataset.class_names))
-    emptied = [dataset.class_names[index] for index in torch.nonzero(counts == 0).flatten().tolist()]
-    if emptied:
-        raise DatasetError(f"{origin}: after skipping {n_skipped} unreadable image(s), class(es) {emptied} "
-                           "have no training images left")
-    if tensors["val"] is None:
-        tensors["train"], tensors["val"] = _hold_out(tensors["train"], dataset.class_names, val_fraction, seed, origin)
-    for name in ("val", "test"):
-        if tensors[name] is not None and len(tensors[name]) == 0:
-            raise DatasetError(f"{origin}: no readable {name} images; add images to the {name} set")
+    tensors = _split_tensors(decoded, dataset, n_skipped, val_fraction, seed)
     if path is not None:
         _write_quietly(path, tensors, {"class_names": list(dataset.class_names), "n_skipped": n_skipped})
     return PreparedData(list(dataset.class_names), tensors["train"], tensors["val"], tensors["test"],

@@ -25,9 +25,9 @@ from functools import cached_property
 from typing import Any, Mapping
 
 import optuna
-import torch
 
 from automl_transfer.contract.components import ImageDataset
+from automl_transfer.data.ahead import DecodingAhead
 from automl_transfer.data.datasets import dataset_fingerprint, read_dataset
 from automl_transfer.data.prepare import PreparedData, prepare_data
 from automl_transfer.errors import DatasetError, RunDirError
@@ -64,7 +64,7 @@ from automl_transfer.storage.backends import open_storage
 from automl_transfer.storage.checkpoint import BEST_LINK, remove_best
 from automl_transfer.storage.optuna_internals import start_heartbeat
 from automl_transfer.storage.run_dir import CACHE_NAME, JOURNAL_NAME, check_run_dir, prepare_run_dir
-from automl_transfer.training.devices import resolve_device
+from automl_transfer.training.devices import resolve_device, worker_devices
 from automl_transfer.training.params import preprocessing_for
 
 #: The user attr of a trial enqueued from the space's start points: its place among them.
@@ -83,10 +83,13 @@ class TransferSearch:
         print(summary["best_value"], model.predict(["some.png"])[0].label)
 
     :param config: a :class:`SearchConfig`, or its fields as keyword arguments.
+    :param ahead: the dataset ``config`` names, listed and being decoded by a child process
+        (:func:`~automl_transfer.search.ahead.decode_ahead`); the search takes its images.
     """
 
-    def __init__(self, config: SearchConfig | None = None, **fields: Any):
+    def __init__(self, config: SearchConfig | None = None, *, ahead: DecodingAhead | None = None, **fields: Any):
         self.config = config if config is not None else SearchConfig(**fields)
+        self.ahead = ahead
         self.metric_key, self.direction = METRICS[self.config.metric]
         self._prepared: dict[tuple[int, str], PreparedData] = {}
         self.split_seed = self.config.seed  # the validation split's: the study's first seed, whatever --seed is now
@@ -251,6 +254,7 @@ class TransferSearch:
                     cache_dir=self.config.run_dir / CACHE_NAME,
                     fingerprint=self.fingerprint,
                     progress=progress,
+                    ahead=self.ahead,
                 )
         return self._prepared[key]
 
@@ -272,17 +276,6 @@ class TransferSearch:
             study_name=name, storage=self.storage, sampler=make_sampler(self.config), pruner=make_pruner(self.config)
         )
 
-    def worker_devices(self) -> list[str]:
-        """The devices of ``--devices`` (checked), or every GPU for ``auto``, or ``--device``."""
-        if self.config.devices is not None:
-            listed = self.config.devices.split(",") if isinstance(self.config.devices, str) else self.config.devices
-            names = [name.strip() for name in listed if name.strip()] or [self.config.device]
-            return [str(resolve_device(name)) for name in names]
-        device = resolve_device(self.config.device)
-        if self.config.device == "auto" and device.type == "cuda":
-            return [f"cuda:{index}" for index in range(torch.cuda.device_count())]
-        return [str(device)]
-
     def _check_inputs(self) -> tuple[SearchSpace, ImageDataset, dict[str, dict[str, Any]]]:
         """Load plugins, then check the space, the dataset, the devices and every source.
 
@@ -291,10 +284,10 @@ class TransferSearch:
         load_plugins()
         space = load_space(self.config.space, origin=f"the space of study {self.config.study!r}")
         self.space = apply_weights_choice(space, self.config.weights, self.config.weights_dir)
-        self.dataset = read_dataset(self.config.dataset)
-        self.fingerprint = dataset_fingerprint(self.dataset)
+        self.dataset = self.ahead.dataset if self.ahead else read_dataset(self.config.dataset)
+        self.fingerprint = self.ahead.fingerprint if self.ahead else dataset_fingerprint(self.dataset)
         self.held_out = held_out_data(self.config.test, self.dataset)
-        self.devices = self.worker_devices()
+        self.devices = worker_devices(self.config.devices, self.config.device)
         self.device = resolve_device(self.devices[0] if self.config.devices else self.config.device)
         return self.space, self.dataset, check_sources(self.space.sources, self.backbones)
 

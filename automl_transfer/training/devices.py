@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import re
+from collections.abc import Sequence
 
 import torch
 
@@ -41,6 +42,25 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     if index >= torch.cuda.device_count():
         raise AutoMLTransferError(f"device {text!r} does not exist; available: {_available()}")
     return torch.device("cuda", index)
+
+
+def worker_devices(devices: str | Sequence[str] | None, device: str = "auto") -> list[str]:
+    """Return the devices a search's workers run on, checked with :func:`resolve_device`.
+
+    :param devices: ``--devices``: comma-separated text or a list; ``None`` when not given.
+    :param device: ``--device``, used when ``devices`` names none.
+    :returns: the devices of ``devices``; else every GPU when ``device`` is ``auto`` and there
+        are GPUs; else ``device``.
+    :raises AutoMLTransferError: as :func:`resolve_device`.
+    """
+    if devices is not None:
+        listed = devices.split(",") if isinstance(devices, str) else devices
+        names = [name.strip() for name in listed if name.strip()] or [device]
+        return [str(resolve_device(name)) for name in names]
+    resolved = resolve_device(device)
+    if device == "auto" and resolved.type == "cuda":
+        return [f"cuda:{index}" for index in range(torch.cuda.device_count())]
+    return [str(resolved)]
 
 
 def _available() -> str:
