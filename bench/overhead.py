@@ -10,6 +10,11 @@ in a new run dir each time (so it decodes the images too); the yardstick is
 minimal, minimal, ours, ...) and the medians of the whole processes' wall times are compared.
 Goal (issue 9): at most 1.05x.
 
+Both do the same work, but not in the same order: on Linux with two or more cores, ours decodes
+the images in a second process while it imports torch and builds the source
+(:mod:`automl_transfer.data.ahead`); the script decodes after its imports, as hand-written
+scripts do.
+
 Our modules are compiled to bytecode first, as ``pip install`` does for an installed
 package (an editable install under ``PYTHONDONTWRITEBYTECODE=1`` would compile some sixty
 modules from source in every process; the yardstick is one file).
