@@ -33,7 +33,7 @@ import numpy as np
 
 from automl_transfer.contract.components import ImageDataset
 from automl_transfer.data.datasets import dataset_splits
-from automl_transfer.data.images import decode_into, without_skipped
+from automl_transfer.data.images import decode_into, decoded_tensors
 from automl_transfer.data.memory import check_memory
 from automl_transfer.errors import AutoMLTransferError
 
@@ -104,9 +104,9 @@ class DecodingAhead:
             return None
         try:
             check_memory(sum(len(items) for items in dataset_splits(dataset).values()), image_size, "")
-        except AutoMLTransferError:
+            ahead = cls(dataset, fingerprint, image_size, interpolation, skip_bad_images)
+        except (AutoMLTransferError, OSError):  # OSError: the shared memory was refused
             return None
-        ahead = cls(dataset, fingerprint, image_size, interpolation, skip_bad_images)
         read_end, write_end = os.pipe()
         try:
             pid = os.fork()
@@ -189,8 +189,7 @@ class DecodingAhead:
             decoded, offset = {}, 0
             for name, items in self.splits.items():
                 images = torch.from_numpy(self._pixels[offset:offset + len(items)])  # keeps the shared memory
-                labels = torch.tensor([int(label) for _, label in items], dtype=torch.int64)
-                decoded[name] = without_skipped(images, labels, [tuple(entry) for entry in report["skipped"][name]])
+                decoded[name] = decoded_tensors(images, items, [tuple(entry) for entry in report["skipped"][name]])
                 offset += len(items)
             return decoded
         finally:

@@ -280,23 +280,26 @@ def decode_images(items: Sequence[tuple[ImageItem, int]], image_size: int, inter
     images = torch.empty((len(items), 3, image_size, image_size), dtype=torch.uint8)
     # The same memory: a numpy copy per image costs a fifth of a torch one.
     report = decode_into(images.numpy(), items, image_size, interpolation, skip_bad_images, on_decoded, digests)
-    labels = torch.tensor([int(label) for _, label in items], dtype=torch.int64)
-    return without_skipped(images, labels, report.skipped)
+    return decoded_tensors(images, items, report.skipped)
 
 
-def without_skipped(images: torch.Tensor, labels: torch.Tensor,
+def decoded_tensors(images: torch.Tensor, items: Sequence[tuple[ImageItem, int]],
                     skipped: Sequence[tuple[int, str]]) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Log a warning for each skipped item and leave them out.
+    """Pair images decoded by :func:`decode_into` with their labels, leaving skipped items out.
 
-    :param images: ``(N, 3, S, S)`` images, decoded by :func:`decode_into`.
-    :param labels: their ``(N,)`` labels.
+    A warning is logged for each skipped item.
+
+    :param images: ``(N, 3, S, S)`` images of ``items``, in order.
+    :param items: the ``(image, label)`` pairs they were decoded from.
     :param skipped: the report's ``skipped``.
-    :returns: ``(images, labels, n_skipped)`` without the skipped rows (the same tensors when none was).
+    :returns: ``(images, labels, n_skipped)``: the labels ``int64 (N,)``, and without the
+        skipped rows (the same images tensor when none was skipped).
     """
-    if not skipped:
-        return images, labels, 0
     import torch
 
+    labels = torch.tensor([int(label) for _, label in items], dtype=torch.int64)
+    if not skipped:
+        return images, labels, 0
     for _, what in skipped:
         logger.warning("warning: skipped unreadable image %s", what)
     readable = torch.ones(len(labels), dtype=torch.bool)
