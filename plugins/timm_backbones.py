@@ -17,12 +17,18 @@ leaves unmatched (timm files them last, as the "head": a pre-logits norm such as
 ``head.norm``) join the last group too, as a ViT's final norm does. Models without a
 ``group_matcher`` fall back to timm's ``auto_group_layers``.
 
+The plugin also registers the weights layout ``timm``: a checkpoint whose names do not fit
+is converted by the ``pretrained_filter_fn`` timm has for the model's family (torchvision's
+RegNet and DenseNet names, the original ConvNeXt, ViT or Swin repositories' names ...), through
+``timm.create_model(..., pretrained_cfg_overlay={"state_dict": ...})``.
+
 timm and huggingface_hub are imported when a backbone is built, not when the plugin loads.
 """
 
 from __future__ import annotations
 
 import difflib
+import logging
 import re
 from typing import TYPE_CHECKING
 
@@ -198,3 +204,70 @@ def _unreachable(model: str, what: str, error: BaseException) -> WeightsUnreacha
         f"or from random weights with timm:{model}@none",
         reason=reason,
     )
+
+
+@hookimpl
+def register_weight_layouts(register):
+    """Register the ``timm`` weights layout: the checkpoint filter of the model's family."""
+    register(
+        "timm",
+        convert_with_timm_filter,
+        description="timm's checkpoint filter for the model's family (torchvision DenseNet, RegNet; original ConvNeXt, ViT ...)",
+    )
+
+
+def convert_with_timm_filter(architecture: str, state_dict: dict, model: nn.Module) -> dict | None:
+    """Rename a checkpoint with the ``pretrained_filter_fn`` timm has for ``model``'s family.
+
+    The model is rebuilt by ``timm.create_model`` with the checkpoint as its pretrained weights
+    (``pretrained_cfg_overlay={"state_dict": ...}``), so timm's own filter converts it (its
+    torchvision converters for DenseNet and RegNet, the original-repository layouts of ConvNeXt,
+    ViT, Swin ...). timm loads without a classifier non-strictly, so which tensors came from the
+    file is checked here: the model is rebuilt twice from the same seed, once from the file and
+    once from the file with every value moved by one; a tensor the two builds agree on was not
+    filled from the file, and the checkpoint is declined.
+
+    :param architecture: the backbone's architecture name (the model's own timm config decides).
+    :param state_dict: the file's tensors by name.
+    :param model: the backbone; only a timm model (one with a ``pretrained_cfg``) is converted.
+    :returns: the tensors under ``model``'s names, or ``None`` when ``model`` is not a timm model
+        or timm's filter does not fill every tensor of it from this checkpoint.
+    """
+    import torch
+
+    del architecture
+    config = getattr(model, "pretrained_cfg", None)
+    if not isinstance(config, dict) or not config.get("architecture"):
+        return None
+    moved = {name: tensor + 1 if tensor.is_floating_point() else tensor for name, tensor in state_dict.items()}
+    converted, control = _rebuilt_from(config["architecture"], state_dict), _rebuilt_from(config["architecture"], moved)
+    if converted is None or control is None:
+        return None
+    unfilled = [
+        name
+        for name, tensor in converted.items()
+        if tensor.is_floating_point() and torch.equal(tensor, control[name])
+    ]
+    return None if unfilled else converted
+
+
+def _rebuilt_from(architecture: str, state_dict: dict) -> dict | None:
+    """The state dict of timm ``architecture`` built (from a fixed seed) with ``state_dict`` as its weights."""
+    import timm
+    import torch
+
+    timm_logger = logging.getLogger("timm")
+    level = timm_logger.level
+    # timm warns about the names it leaves unused: trying a layout that does not fit is no news to a user.
+    timm_logger.setLevel(logging.ERROR)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            rebuilt = timm.create_model(
+                architecture, pretrained=True, num_classes=0, pretrained_cfg_overlay={"state_dict": dict(state_dict)}
+            )
+    except Exception:  # any filter's or loader's complaint means "not this layout"
+        return None
+    finally:
+        timm_logger.setLevel(level)
+    return rebuilt.state_dict()

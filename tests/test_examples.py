@@ -64,6 +64,7 @@ def test_installed_example_plugin_is_listed_with_its_components(example_site, tm
     example = next(plugin for plugin in listing["plugins"] if plugin["name"] == "example")
     assert example["distribution"] == "automl-transfer-example-plugin"
     assert (example["backbones"], example["heads"], example["datasets"]) == (["tinycnn"], ["cosine"], ["stripes"])
+    assert example["layouts"] == ["tinycnn-v0"]
     assert example["observes"] == ["search_start", "epoch_end", "search_end"]
     assert not [error for error in listing["errors"] if error["name"] == "example"]
 
@@ -108,3 +109,42 @@ def test_example_plugin_can_be_disabled(example_site, tmp_path):
 
     assert listed.returncode == 0, listed.stderr
     assert "example" not in {plugin["name"] for plugin in json.loads(listed.stdout)["plugins"]}
+
+
+@pytest.mark.slow
+def test_a_checkpoint_in_the_example_plugins_own_layout_is_searched_from(example_site, tmp_path):
+    """The example's ``tinycnn-v0`` layout, from outside the core, turns an old checkpoint into today's names."""
+    import torch
+
+    sys.path.insert(0, str(example_site))
+    try:
+        from automl_transfer_example import TinyCNN
+    finally:
+        sys.path.remove(str(example_site))
+    torch.manual_seed(0)
+    current = TinyCNN((16, 32, 48, 64)).state_dict()
+    old_names = {
+        name.replace(f"stages.{stage}.{layer}.", f"{('conv', 'bn')[int(layer)]}{int(stage) + 1}."): tensor
+        for name, tensor in current.items()
+        for stage, layer in [name.split(".")[1:3]]
+    }
+    assert "conv1.weight" in old_names and "bn4.running_var" in old_names
+    torch.save(old_names, tmp_path / "old-tinycnn.pth")
+    (tmp_path / "space.yaml").write_text(
+        "source: tinycnn:small@old-tinycnn.pth\nfreeze_depth: 1.0\nlr: 1.0e-2\nepochs: 1\nbatch_size: 16\naugment: false\n"
+    )
+    run_dir = tmp_path / "run"
+
+    searched = _automl_transfer(
+        ["search", "--dataset", "stripes:per_class=8,test_per_class=2", "--space", "space.yaml", "--trials", "1",
+         "--device", "cpu", "--run-dir", str(run_dir), "--quiet", "--no-refit"],
+        example_site,
+        tmp_path,
+    )
+
+    assert searched.returncode == 0, searched.stderr
+    from safetensors.torch import load_file
+
+    saved = load_file(run_dir / "best" / "model.safetensors")
+    for name, tensor in current.items():  # frozen at depth 1.0: the old checkpoint's values, under today's names
+        assert torch.equal(saved[f"backbone.{name}"], tensor), name

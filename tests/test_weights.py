@@ -167,8 +167,8 @@ def test_a_torch_file_without_a_state_dict_is_refused(tmp_path):
 
 
 def test_an_unknown_suffix_is_refused(tmp_path):
-    path = tmp_path / "weights.bin"
-    path.write_bytes(b"")
+    path = tmp_path / "weights.onnx"
+    path.write_bytes(b"not a state dict")
 
-    with pytest.raises(WeightsError, match=r"\.safetensors, \.pt, \.pth"):
+    with pytest.raises(WeightsError, match=r"\.safetensors, \.pt, \.pth, \.bin"):
         load_weights_file(path)

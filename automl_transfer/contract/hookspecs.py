@@ -20,13 +20,37 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 def register_backbones(register):
     """Register backbone builders: the pretrained models a search can transfer from.
 
-    :param register: call ``register(name, build, description="")`` once per builder.
-        ``name`` is the part of a source before the colon (``timm`` in
+    :param register: call ``register(name, build, description="", offline=None)`` once per
+        builder. ``name`` is the part of a source before the colon (``timm`` in
         ``timm:resnet50.a1_in1k``). ``build(model, weights)`` receives the model name and
         ``weights``: ``None`` for the builder's default pretrained weights, ``"none"`` for
         random initialisation, or a pretrained tag the builder resolves. It must return an
         :class:`automl_transfer.plugin.Backbone`. Local weight files never reach the
-        builder: the core builds with ``"none"`` and loads the file itself.
+        builder: the core builds with ``"none"`` and loads the file itself (a builder whose
+        weights ship in a package sets ``Backbone.weights_file`` and the core loads that
+        too). ``offline()``, when given, returns the source texts (``lite:lite0``) whose
+        pretrained weights are on this machine, so that they start with no network;
+        ``automl-transfer plugins`` lists them.
+    """
+
+
+@hookspec
+def register_weight_layouts(register):
+    """Register weights layouts: converters for files saved with other parameter names.
+
+    A weights file (``PLUGIN:MODEL@FILE``, or a builder's packaged weights) is loaded as saved
+    when its names fit the backbone, after removing a wrapper prefix (``module.``, ``model.``,
+    ``backbone.``) when that fits; otherwise each registered layout is tried in turn, as timm's
+    ``pretrained_filter_fn`` converts a checkpoint per model family.
+
+    :param register: call ``register(name, convert, description="")`` once per layout.
+        ``convert(architecture, state_dict, model)`` receives the backbone's architecture
+        name (``Backbone.architecture``), the file's tensors by name (unwrapped from
+        ``{"state_dict": ...}`` and similar) and the backbone module built with random
+        weights. It returns the tensors renamed to ``model.state_dict()``'s names, or ``None``
+        to decline. It must not change its arguments. The core accepts a result only when it
+        fills every parameter and buffer of the backbone with the right shape (an old
+        classifier is dropped); it never matches names by order alone.
     """
 
 

@@ -15,7 +15,7 @@ from automl_transfer.contract.components import NO_WEIGHTS
 from automl_transfer.errors import UnknownComponentError
 
 #: File name endings read as weight files, in the order the error messages list them.
-WEIGHTS_SUFFIXES = (".safetensors", ".pt", ".pth")
+WEIGHTS_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
 #: What a source looks like, for error messages.
 SOURCE_FORMAT = "PLUGIN:MODEL[@WEIGHTS], for example timm:resnet50.a1_in1k or torchvision:resnet18@none"

@@ -48,7 +48,12 @@ TRACE_ENV = "AUTOML_TRANSFER_TRACE_PLUGINS"
 #: Our own distribution: its plugins load first.
 OWN_DISTRIBUTION = "automl-transfer"
 #: The registration hook that fills each kind's registry.
-REGISTER_HOOKS = {"backbone": "register_backbones", "head": "register_heads", "dataset": "register_datasets"}
+REGISTER_HOOKS = {
+    "backbone": "register_backbones",
+    "head": "register_heads",
+    "dataset": "register_datasets",
+    "layout": "register_weight_layouts",
+}
 
 
 class PluginWarning(UserWarning):

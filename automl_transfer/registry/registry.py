@@ -16,7 +16,7 @@ from automl_transfer.contract.components import Component
 from automl_transfer.errors import PluginError, UnknownComponentError
 
 #: The kinds of component plugins register, as written in ``Component.kind``.
-KINDS = ("backbone", "head", "dataset")
+KINDS = ("backbone", "head", "dataset", "layout")
 
 
 class Registry:
@@ -103,12 +103,20 @@ def registration_callback(kind: str, plugin_name: str, staged: list[Component]) 
     :raises PluginError: (from the returned function) for an unusable name or a builder that is not callable.
     """
 
-    def stage(name: str, build: Callable[..., Any], description: str, space: dict[str, Any] | None) -> None:
+    def stage(
+        name: str,
+        build: Callable[..., Any],
+        description: str,
+        space: dict[str, Any] | None,
+        offline: Callable[[], list[str]] | None = None,
+    ) -> None:
         if not isinstance(name, str) or not name or ":" in name or any(char.isspace() for char in name):
             raise PluginError(f"{kind} name {name!r} is not usable: use a non-empty name without spaces or ':'")
         if not callable(build):
             raise PluginError(f"{kind} {name!r} was registered with {build!r}, which is not callable")
-        staged.append(Component(kind, name, build, plugin_name, description, dict(space or {})))
+        if offline is not None and not callable(offline):
+            raise PluginError(f"{kind} {name!r} was registered with offline={offline!r}, which is not callable")
+        staged.append(Component(kind, name, build, plugin_name, description, dict(space or {}), offline))
 
     if kind == "head":
 
@@ -126,9 +134,18 @@ def registration_callback(kind: str, plugin_name: str, staged: list[Component]) 
             stage(name, load, description, None)
 
         return register_dataset
+    if kind == "layout":
 
-    def register_backbone(name: str, build: Callable[..., Any], description: str = "") -> None:
+        def register_layout(name: str, convert: Callable[..., Any], description: str = "") -> None:
+            """Register weights layout ``name``: ``convert(architecture, state_dict, model)`` returns a dict or None."""
+            stage(name, convert, description, None)
+
+        return register_layout
+
+    def register_backbone(
+        name: str, build: Callable[..., Any], description: str = "", offline: Callable[[], list[str]] | None = None
+    ) -> None:
         """Register backbone builder ``name``: ``build(model, weights)`` returns a Backbone."""
-        stage(name, build, description, None)
+        stage(name, build, description, None, offline)
 
     return register_backbone

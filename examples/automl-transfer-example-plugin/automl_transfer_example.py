@@ -1,4 +1,4 @@
-"""An example automl-transfer plugin: a backbone, a head, a dataset and an observer.
+"""An example automl-transfer plugin: a backbone, a head, a dataset, a weights layout and an observer.
 
 Installed, it adds to every search:
 
@@ -9,6 +9,9 @@ Installed, it adds to every search:
   ``temperature`` the search tunes;
 - the dataset ``stripes`` (``stripes:per_class=30,size=32,seed=0``): generated images of
   stripes in four orientations, with a held-out test split;
+- the weights layout ``tinycnn-v0``: checkpoints of an older ``tinycnn`` that named its layers
+  ``conv1``, ``bn1``, ``conv2`` ... load into today's ``stages.N.*`` names
+  (``tinycnn:small@old-checkpoint.pth`` just works);
 - an ``epoch_end`` observer that appends every epoch's metrics to ``epochs.csv`` in the run
   directory.
 
@@ -194,6 +197,33 @@ def register_heads(register):
         space={"temperature": {"low": 0.05, "high": 0.5, "log": True}},
         description="cosine similarity to learned class vectors / temperature (example plugin)",
     )
+
+
+def from_tinycnn_v0(architecture, state_dict, model):
+    """Rename a checkpoint of the old ``tinycnn`` (``convN.*``, ``bnN.*``, N from 1) to ``stages.N-1.*``.
+
+    :param architecture: the backbone's architecture name (``small``, ``wide``; any other is declined).
+    :param state_dict: the file's tensors by name; not changed.
+    :param model: the backbone built with random weights (its shapes are checked by the core).
+    :returns: the renamed tensors, or ``None`` when the file is not in the old layout.
+    """
+    if architecture not in TINYCNN_WIDTHS or "conv1.weight" not in state_dict:
+        return None
+    layers = {"conv": 0, "bn": 1}
+    renamed = {}
+    for name, tensor in state_dict.items():
+        layer, _, rest = name.partition(".")
+        kind, number = layer.rstrip("0123456789"), layer[len(layer.rstrip("0123456789")) :]
+        if kind not in layers or not number:
+            return None
+        renamed[f"stages.{int(number) - 1}.{layers[kind]}.{rest}"] = tensor
+    return renamed
+
+
+@hookimpl
+def register_weight_layouts(register):
+    """Register the ``tinycnn-v0`` layout: the old ``tinycnn``'s layer names."""
+    register("tinycnn-v0", from_tinycnn_v0, description="old tinycnn checkpoints (conv1, bn1, ...) (example plugin)")
 
 
 @hookimpl
