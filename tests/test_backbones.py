@@ -25,6 +25,7 @@ from automl_transfer.plugin import hookimpl
 CONTRACT_SOURCES = {
     "timm": ["timm:test_resnet@none", "timm:test_vit@none", "timm:test_convnext@none"],
     "torchvision": ["torchvision:mobilenet_v3_small@none", "torchvision:resnet18@none"],
+    "lite": ["lite:lite0@none"],
 }
 
 DATA_CONFIG_KEYS = {"input_size", "mean", "std", "interpolation", "crop_pct"}

@@ -163,6 +163,8 @@ def test_cli_discovers_an_installed_third_party_plugin(listing_run):
         "backbones": ["fakezoo"],
         "heads": ["fakehead"],
         "datasets": ["fakedata"],
+        "layouts": [],
+        "offline_sources": [],
         "observes": [],
     }
 
@@ -307,6 +309,8 @@ def test_in_memory_plugin_components_are_listed(register_plugin):
         "backbones": ["tiny_backbone"],
         "heads": ["tiny_head"],
         "datasets": ["tiny_data"],
+        "layouts": [],
+        "offline_sources": [],
         "observes": [],
     }
 

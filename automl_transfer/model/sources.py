@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
+from pathlib import Path
 
 from automl_transfer.contract.components import NO_WEIGHTS, Backbone, Component
 from automl_transfer.errors import PluginError, WeightsError
@@ -79,12 +80,18 @@ class BackboneCache:
 
 
 def _build(spec: SourceSpec, component: Component) -> Backbone:
-    """Have the plugin build ``spec``'s backbone and load a local weights file into it."""
+    """Have the plugin build ``spec``'s backbone and load a local weights file into it.
+
+    The file is the source's ``@FILE``, read before the build so that a bad file fails before
+    any model is made, or the ``weights_file`` a builder set on its backbone (weights shipped
+    in a package).
+    """
     weights_file = spec.weights_file
+    state = None
     if weights_file is None:
         backbone = component.build(spec.model, spec.weights)
     else:
-        if not weights_file.is_file():
+        if not weights_file.exists():
             raise WeightsError(
                 f"weights file {weights_file} of source {spec} not found; give an existing file with "
                 f"{spec.plugin}:{spec.model}@/path/to/weights.safetensors, or start from random weights with "
@@ -97,6 +104,10 @@ def _build(spec: SourceSpec, component: Component) -> Backbone:
             f"plugin {component.plugin!r} built {type(backbone).__name__} for {spec}, not a Backbone; "
             "report this to the plugin's author or disable it with --disable-plugins"
         )
-    if weights_file is not None:
-        apply_backbone_weights(backbone.module, state, origin=f"weights file {weights_file}")
+    if state is None and backbone.weights_file is not None:
+        weights_file = Path(backbone.weights_file)
+        state = load_weights_file(weights_file)
+    if state is not None:
+        apply_backbone_weights(backbone.module, state, f"weights file {weights_file}", backbone.architecture)
+        backbone.weights_file = None
     return backbone
