@@ -13,7 +13,7 @@ $(VENV_PYTHON):
 	$(PYTHON) -m venv $(VENV)
 
 $(INSTALLED): pyproject.toml constraints.txt | $(VENV_PYTHON)
-	$(VENV_PYTHON) -m pip install -c constraints.txt -e '.[dev]'
+	$(VENV_PYTHON) -m pip install -c constraints.txt -e '.[dev,imagenet]'
 	touch $@
 
 test: $(INSTALLED)
