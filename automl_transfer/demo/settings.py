@@ -15,10 +15,8 @@ class DemoSettings:
     """What the demo does; every field is also a flag of ``automl-transfer demo``.
 
     :param run_dir: where the search, best model, search space and sample images go.
-    :param cache_dir: where the source checkpoints are kept between runs.
-    :param trials: trials of the target search.
-    :param per_class: labelled target images per digit (half train, half validation).
-    :param source_epochs: epochs of source pretraining.
+    :param trials: trials of each search (transfer, and the from-scratch baseline).
+    :param per_class: labelled crops per photograph (half train, half validation).
     :param target_epochs: epochs of each search trial (at most: early stopping and Hyperband end some sooner).
     :param image_size: side of the square images, in pixels.
     :param seed: seeds the data split, the sampler and training.
@@ -29,12 +27,10 @@ class DemoSettings:
     """
 
     run_dir: Path = Path("runs/demo")
-    cache_dir: Path = Path(".cache/demo")
-    trials: int = 24
-    per_class: int = 6
-    source_epochs: int = 30
-    target_epochs: int = 20
-    image_size: int = 32
+    trials: int = 6
+    per_class: int = 10
+    target_epochs: int = 10
+    image_size: int = 64
     seed: int = 0
     device: str = "auto"
     samples: int = 6
@@ -44,7 +40,7 @@ class DemoSettings:
     @classmethod
     def quick(cls, **overrides: Any) -> DemoSettings:
         """Return settings for a run of well under a minute (for tests): few epochs and trials."""
-        values = {"trials": 4, "source_epochs": 2, "target_epochs": 2, "samples": 3}
+        values = {"trials": 2, "target_epochs": 2, "samples": 3}
         values.update(overrides)
         return cls(**values)
 
@@ -55,17 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--run-dir", type=Path, default=defaults.run_dir, help=f"run directory (default {defaults.run_dir})"
     )
-    parser.add_argument(
-        "--cache-dir", type=Path, default=defaults.cache_dir, help=f"source checkpoints (default {defaults.cache_dir})"
-    )
     parser.add_argument("--trials", type=int, help=f"search trials (default {defaults.trials})")
     parser.add_argument(
         "--per-class",
         type=int,
         default=defaults.per_class,
-        help=f"labelled images per target digit, half for validation (default {defaults.per_class})",
+        help=f"labelled crops per photograph, half for validation (default {defaults.per_class})",
     )
-    parser.add_argument("--source-epochs", type=int, help=f"epochs of source training (default {defaults.source_epochs})")
     parser.add_argument("--target-epochs", type=int, help=f"epochs per search trial (default {defaults.target_epochs})")
     parser.add_argument("--seed", type=int, default=defaults.seed, help=f"seed (default {defaults.seed})")
     parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N (default auto)")
@@ -81,17 +73,16 @@ def settings_from_args(args: argparse.Namespace) -> DemoSettings:
     """
     chosen = {
         "run_dir": args.run_dir,
-        "cache_dir": args.cache_dir,
         "per_class": args.per_class,
         "seed": args.seed,
         "device": args.device,
         "fresh": args.fresh,
         "quiet": args.quiet,
     }
-    for name in ("trials", "source_epochs", "target_epochs"):
+    for name in ("trials", "target_epochs"):
         if getattr(args, name) is not None:
             chosen[name] = getattr(args, name)
-    for name in ("trials", "per_class", "source_epochs", "target_epochs"):
+    for name in ("trials", "per_class", "target_epochs"):
         if name in chosen and chosen[name] < 1:
             raise AutoMLTransferError(f"--{name.replace('_', '-')} must be at least 1, not {chosen[name]}")
     if chosen["per_class"] < 2:
