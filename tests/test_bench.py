@@ -142,3 +142,15 @@ def test_cli_startup_bench_quick_times_both_commands(tmp_path):
     section = _section(results, "cli-startup")
     medians = {name: float(value) for name, value in re.findall(r"\| `automl-transfer ([^`]+)` \| \*\*([0-9.]+)\*\*", section)}
     assert set(medians) == {"--help", "plugins --json"} and all(value > 0 for value in medians.values())
+
+
+@pytest.mark.slow
+def test_real_sources_bench_quick_names_the_photographs_and_compares_with_random_weights(tmp_path):
+    results = tmp_path / "RESULTS.md"
+
+    finished = _run_bench("real_sources.py", "--results", str(results), cwd=tmp_path)
+
+    assert finished.returncode == 0, finished.stderr
+    section = _section(results, "real-sources")
+    assert "| lite:lite0 | palace (" in section and "daisy (" in section
+    assert re.search(r"\| photos \| lite:lite0 \| \d+\.\d% .*\| [+-]\d+\.\d% \|", section)

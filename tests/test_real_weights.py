@@ -227,3 +227,15 @@ def test_search_runs_on_the_lite0_file_as_downloaded_and_the_packaged_source_off
     )
     assert predicted.returncode == 0, predicted.stderr
     assert json.loads(predicted.stdout)["label"] in {"0", "1", "2"}
+
+
+def test_plugins_lists_the_pretrained_sources_available_offline():
+    listed = subprocess.run([str(CONSOLE_SCRIPT), "plugins", "--json"], capture_output=True, text=True, timeout=120)
+    shown = subprocess.run([str(CONSOLE_SCRIPT), "plugins"], capture_output=True, text=True, timeout=120)
+
+    assert listed.returncode == shown.returncode == 0, listed.stderr + shown.stderr
+    lite = next(plugin for plugin in json.loads(listed.stdout)["plugins"] if plugin["name"] == "lite")
+    assert "lite:lite0" in lite["offline_sources"]
+    layouts = {plugin["name"]: plugin["layouts"] for plugin in json.loads(listed.stdout)["plugins"]}
+    assert layouts["timm"] == ["timm"] and layouts["efficientnet-pytorch-layout"] == ["efficientnet-pytorch"]
+    assert "pretrained sources available offline: lite:lite0" in " ".join(shown.stdout.split())
