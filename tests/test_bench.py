@@ -102,7 +102,8 @@ def test_overhead_bench_quick_runs_both_comparisons(tmp_path):
     assert finished.returncode == 0, finished.stderr
     section = _section(results, "overhead-cpu")
     ratios = [float(value) for value in re.findall(r"\*\*([0-9.]+)\*\*", section)]
-    assert len(ratios) == 1 and ratios[0] > 0
+    assert len(ratios) == 2 and all(ratio > 0 for ratio in ratios)
+    assert "| every setting fixed (" in section and "| grey PNGs resized, defaults (" in section
     assert "`automl-transfer search --trials 1 --no-refit`" in section and "`bench/minimal_train.py`" in section
 
 

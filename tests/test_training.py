@@ -424,3 +424,13 @@ def test_l1_pushes_weights_toward_zero(data):
         fit(model, freeze_backbone(backbone, 0.0), data, settings(l1=strength, weight_decay=0.0, epochs=1))
         sizes[strength] = sum(float(parameter.detach().abs().sum()) for parameter in model.parameters() if parameter.ndim > 1)
     assert sizes[0.05] < 0.8 * sizes[0.0]
+
+
+def test_a_split_that_nearly_reaches_min_steps_is_not_trained_twice():
+    """96 steps in 3 epochs against min_steps 100: one pass an epoch, not two (which doubled a trial's cost)."""
+    data = PreparedData(["a", "b", "c"], numbered_images(63), numbered_images(6), None, 0, "numbered")
+    model, frozen = recording_model()
+    calls = []
+    fit(model, frozen, data, settings(epochs=3, batch_size=2, min_steps=100), lambda *call: calls.append(call))
+    assert [metrics["train_images"] for _, metrics in calls] == [63, 63, 63]
+    assert len(model.backbone.steps) == 3 * 32

@@ -2,8 +2,8 @@
 
 :class:`Trainer` is what :func:`automl_transfer.training.fit.fit` runs. An epoch makes
 ``passes`` shuffled passes over the training split, each cut into ``ceil(n / batch_size)``
-near-equal batches (no image is dropped; a small split makes several passes so the fit gets
-at least ``min_steps`` steps). After every epoch it validates, remembers the best epoch's
+near-equal batches (no image is dropped; a small split makes several passes so that the fit
+takes about ``min_steps`` steps: the whole number of passes that comes closest, at least one). After every epoch it validates, remembers the best epoch's
 weights and stops when ``patience`` epochs in a row bring no improvement; the weights of the
 best epoch are restored when it ends.
 """
@@ -82,7 +82,8 @@ class Trainer:
         self.network: nn.Module = model
         self.frozen_reuse = self._reuse_frozen_front(data, feature_store)
         self.steps_per_pass = max(1, math.ceil(len(self.train_split) / settings.batch_size))
-        self.passes = max(1, math.ceil(settings.min_steps / (self.steps_per_pass * settings.epochs)))
+        # The passes closest to min_steps: a split that nearly reaches it in its epochs is not trained twice.
+        self.passes = max(1, round(settings.min_steps / (self.steps_per_pass * settings.epochs)))
         self.steps_per_epoch = self.steps_per_pass * self.passes
         self.eval_batch_size = EVAL_BATCH_FACTOR * settings.batch_size
         total_steps = self.steps_per_epoch * settings.epochs
