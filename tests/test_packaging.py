@@ -15,7 +15,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILT_IN_PLUGINS = {"timm", "torchvision", "heads", "imagefolder", "csv", "digits", "synthetic", "console"}
+BUILT_IN_PLUGINS = {
+    "timm", "torchvision", "lite", "efficientnet-pytorch-layout", "heads", "imagefolder", "csv", "digits", "photos",
+    "synthetic", "console",
+}
 NOT_SOURCE = (".git", ".venv", "build", "dist", "runs", "*.egg-info", "__pycache__", ".pytest_cache", ".cache")
 
 
