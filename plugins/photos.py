@@ -26,7 +26,13 @@ import functools
 import numpy as np
 from PIL import Image
 
-from automl_transfer.plugin import DatasetError, ImageDataset, hookimpl, parse_options, positive_int
+from automl_transfer.plugin import (
+    DatasetError,
+    ImageDataset,
+    hookimpl,
+    parse_options,
+    positive_int,
+)
 
 #: The class names, each with the scikit-image function (or scikit-learn file) of its photograph.
 PHOTOS = {
