@@ -374,6 +374,8 @@ TAMPERED = [
     ("a head too big to allocate", ("head_params",), {"hidden": 10**12, "dropout": 0.25},
      "head.0.bias: the file holds shape [16], the network needs shape [1000000000000]"),
     ("value not a number", ("value",), "high", "value ('high') must be a finite number"),
+    ("an empty class name", ("class_names",), ["", "dog", "fish"], "holds an empty or blank name"),
+    ("a blank class name", ("class_names",), ["cat", " ", "fish"], "holds an empty or blank name"),
 ]
 
 
@@ -463,3 +465,16 @@ def test_a_model_json_nested_100000_deep_is_one_error_line(trained, image_dir, t
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"error: {info_path} is nested too deeply to be a model.json; restore it from a backup")
+
+
+def test_control_characters_in_class_names_are_escaped_in_predicts_lines(trained, image_dir, tmp_path):
+    run_dir, _ = tamper(trained[0], tmp_path, ("class_names",), ["\x1b[2J", "tab\there", "new\nline"])
+    command = [*CLI, "predict", str(run_dir), str(image_dir), "--device", "cpu"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout
+    lines = [line.split("\t") for line in result.stdout.splitlines()]
+    assert len(lines) == 5 and all(len(fields) == 3 for fields in lines)
+    assert {label for _, label, _ in lines} <= {"\\x1b[2J", "tab\\there", "new\\nline"}
+    as_json = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=120)
+    assert {json.loads(line)["label"] for line in as_json.stdout.splitlines()} <= {"\x1b[2J", "tab\there", "new\nline"}
