@@ -36,7 +36,7 @@ from automl_transfer.model.sources import BackboneCache
 from automl_transfer.ranking.rank import SourceScore, rank_sources
 from automl_transfer.registry import call_observers, load_plugins
 from automl_transfer.search.claims import claim_lock, claim_trial, open_trials
-from automl_transfer.search.config import METRICS, SearchConfig, make_pruner, make_sampler
+from automl_transfer.search.config import METRICS, SearchConfig, make_pruner, make_sampler, optuna_log
 from automl_transfer.search.counting import finished_count
 from automl_transfer.search.existing import existing_study
 from automl_transfer.search.final_score import held_out_data, score_final_model
@@ -245,6 +245,8 @@ class TransferSearch:
         settings = asdict(self.config)
         settings["run_dir"] = str(self.config.run_dir)
         settings["weights_dir"] = None if self.config.weights_dir is None else str(self.config.weights_dir)
+        settings["sources"] = list(self.space.sources)  # as trained: after --weights none / --weights-dir
+        settings["resolved_device"] = str(self.device)
         return settings
 
     def prepare(self, image_size: int, interpolation: str) -> PreparedData:
@@ -347,13 +349,14 @@ class TransferSearch:
             optuna.delete_study(study_name=name, storage=self.storage)
         if replaced:
             remove_best(self.config.run_dir)
-        study = optuna.create_study(
-            study_name=self.config.study,
-            storage=self.storage,
-            direction=self.direction,
-            sampler=make_sampler(self.config),
-            pruner=make_pruner(self.config),
-        )
+        with optuna_log(quiet=self.config.quiet):  # "A new study created in ..." is Optuna's INFO line
+            study = optuna.create_study(
+                study_name=self.config.study,
+                storage=self.storage,
+                direction=self.direction,
+                sampler=make_sampler(self.config),
+                pruner=make_pruner(self.config),
+            )
         write_identity(study, identity)
         order = None
         if self.config.rank_prior and sum(not random_weights(source) for source in self.space.sources) >= 2:
