@@ -34,7 +34,8 @@ def report(tmp_path_factory) -> Path:
     """A ten-trial search over two sources (enough for importances), scored on the digits' test split, then `report`."""
     folder = tmp_path_factory.mktemp("report")
     (folder / "space.yaml").write_text(SPACE)
-    TransferSearch(dataset=DATASET, space=str(folder / "space.yaml"), trials=10, run_dir=folder / "run", quiet=True).run()
+    TransferSearch(dataset=DATASET, space=str(folder / "space.yaml"), trials=10, run_dir=folder / "run", quiet=True,
+                   pruner="none").run()  # ten complete trials: importances are shown from ten on
     assert main(["report", str(folder / "run")]) == 0
     return folder / "run"
 
