@@ -73,17 +73,18 @@ class ConsoleObserver:
 
     @hookimpl
     def search_phase(self, phase, done, total):
-        """Show work outside trials: a live line on a terminal, a line at its start otherwise.
+        """Show work outside trials: a live line on a terminal; otherwise a line at its start and every 30 s.
 
         Worker processes (and a parent of workers) never draw a live display: several would
-        overwrite each other on the terminal they share.
+        overwrite each other on the terminal they share. Off a terminal, a phase before the
+        search started prints nothing: whether the search is quiet is not known yet.
         """
         if self.quiet:
             return
         if not self.stderr().is_terminal or (self.study is not None and not self.show_progress):
-            now = time.monotonic()
-            if self.study is None:  # before the search started, whether it is quiet is not known yet
+            if self.study is None:
                 return
+            now = time.monotonic()
             if done == 0:
                 self.phase_line_at = now
                 self.console.print(f"{phase} ...", highlight=False, markup=False, soft_wrap=True)
