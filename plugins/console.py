@@ -6,13 +6,17 @@ party's observer uses; ``--disable-plugins console`` silences it. What it shows:
 - on a terminal, a live progress display on stderr: a bar over the trials with the best value
   so far, a line for the running trial (epoch k/N, its latest metric, training images/s), and a
   line for work outside trials (decoding images, caching features, refitting);
+- off a terminal (a pipe, a log file, CI), plain lines on stderr instead, so that a log shows
+  signs of life: one per epoch (``trial 3  epoch 2/5  accuracy=0.9312  1,480 img/s``), one when
+  a phase of work outside trials starts, and one every :data:`PHASE_LINE_SECONDS` while it runs;
 - one line per finished trial on stderr, ``trial N: accuracy=0.9312 [source=..., lr=...]``
   with the trial's searched parameters, on a terminal or not;
 - the leaderboard on stdout when the search ends, and the final best model's scores on
   held-out images when the search scored it (``summary["test"]``).
 
-With ``quiet`` only the leaderboard is printed. A worker process (``automl-transfer worker``)
-prints its trial lines and nothing else.
+The first line says the plan: how many trials, which sources, on which device. With ``quiet``
+nothing is printed. A worker process (``automl-transfer worker``) prints its trial and epoch
+lines and nothing else.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ import time
 from typing import Any
 
 from automl_transfer.plugin import hookimpl, leaderboard, wide_console
+
+#: Off a terminal, the seconds between two progress lines of one phase of work outside trials.
+PHASE_LINE_SECONDS = 30.0
 
 
 class ConsoleObserver:
@@ -38,34 +45,53 @@ class ConsoleObserver:
         self.phase_task: Any = None
         self.epoch_started = 0.0
         self.trial_epochs: int | None = None
+        self.phase_line_at = 0.0
 
     @hookimpl
     def search_start(self, run_dir, study, settings):
-        """Start the trials bar (in the process that runs the trials one after another)."""
+        """Print the plan (trials, sources, device, run dir) and start the trials bar (not in workers, not quiet)."""
         self.stop_display()
         self.quiet = bool(settings.get("quiet"))
         self.metric = settings.get("metric", "value")
         self.study = study
         self.show_progress = not self.quiet and not settings.get("worker") and settings.get("workers", 1) == 1
-        if self.show_progress:
-            from automl_transfer.plugin import trial_counts
+        if self.quiet or settings.get("worker"):
+            return
+        from automl_transfer.plugin import trial_counts
 
-            counts = trial_counts(study)
-            done = counts["n_complete"] + counts["n_pruned"] + counts["n_failed"]
+        counts = trial_counts(study)
+        done = counts["n_complete"] + counts["n_pruned"] + counts["n_failed"]
+        sources = settings.get("sources") or []
+        self.stderr().print(
+            f"search: {settings.get('trials')} trials in all (--trials; {done} finished already), "
+            f"{len(sources)} source(s) {', '.join(sources)}, on {settings.get('resolved_device')}, "
+            f"in {run_dir}",
+            highlight=False, markup=False, soft_wrap=True,
+        )
+        if self.show_progress:
             self.trials_task = self.display().add_task("trials", total=settings.get("trials"), completed=done)
 
     @hookimpl
     def search_phase(self, phase, done, total):
-        """Show work outside trials: a live line on a terminal, a line at its start otherwise.
+        """Show work outside trials: a live line on a terminal; otherwise a line at its start and every 30 s.
 
         Worker processes (and a parent of workers) never draw a live display: several would
-        overwrite each other on the terminal they share.
+        overwrite each other on the terminal they share. Off a terminal, a phase before the
+        search started prints nothing: whether the search is quiet is not known yet.
         """
         if self.quiet:
             return
         if not self.stderr().is_terminal or (self.study is not None and not self.show_progress):
-            if done == 0 and self.study is not None:
-                self.console.print(f"{phase}{'' if total is None else f' ({total})'} ...", highlight=False, markup=False)
+            if self.study is None:
+                return
+            now = time.monotonic()
+            if done == 0:
+                self.phase_line_at = now
+                self.console.print(f"{phase} ...", highlight=False, markup=False, soft_wrap=True)
+            elif now - self.phase_line_at >= PHASE_LINE_SECONDS and (total is None or done < total):
+                self.phase_line_at = now
+                progress = f"{done}" if total is None else f"{done}/{total}"
+                self.console.print(f"{phase}: {progress}", highlight=False, markup=False, soft_wrap=True)
             return
         self.display()
         if self.phase_task is None:
@@ -80,9 +106,9 @@ class ConsoleObserver:
     @hookimpl
     def trial_start(self, trial, params):
         """Add the running trial's line."""
-        if self.show_progress:
-            self.epoch_started = time.monotonic()
-            self.trial_epochs = params.get("epochs")
+        self.epoch_started = time.monotonic()
+        self.trial_epochs = params.get("epochs")
+        if self.show_progress and self.stderr().is_terminal:
             self.trial_task = self.progress.add_task(
                 f"trial {trial.number}  epoch 0/{self.trial_epochs}", total=self.trial_epochs
             )
@@ -90,8 +116,8 @@ class ConsoleObserver:
 
     @hookimpl
     def epoch_end(self, trial, epoch, metrics):
-        """Update the running trial's line: epoch, latest metric, training images/s."""
-        if not self.show_progress or self.trial_task is None:
+        """Update the running trial's line: epoch, latest metric, training images/s (a plain line off a terminal)."""
+        if self.quiet or self.study is None:
             return
         now = time.monotonic()
         seconds, self.epoch_started = now - self.epoch_started, now
@@ -100,8 +126,11 @@ class ConsoleObserver:
         value = metrics.get(key)
         shown = f"{self.metric}={value:.4f}" if isinstance(value, float) else ""
         description = f"trial {trial.number}  epoch {epoch}/{self.trial_epochs}  {shown}  {speed:,.0f} img/s"
-        self.progress.update(self.trial_task, completed=epoch, description=description)
-        self.progress.refresh()  # epochs can be shorter than the display's refresh period
+        if self.trial_task is not None:
+            self.progress.update(self.trial_task, completed=epoch, description=description)
+            self.progress.refresh()  # epochs can be shorter than the display's refresh period
+        elif not self.stderr().is_terminal:
+            self.stderr().print(description, highlight=False, markup=False, soft_wrap=True)
 
     @hookimpl
     def trial_end(self, trial, state, value, reason):
@@ -122,19 +151,20 @@ class ConsoleObserver:
 
     @hookimpl
     def search_end(self, run_dir, study, summary):
-        """Remove the live display; print the leaderboard and the held-out score on stdout."""
+        """Remove the live display; print the leaderboard and the held-out score on stdout (not with ``quiet``)."""
         self.stop_display()
-        console = wide_console()
-        console.print(leaderboard(study, self.metric, console))
-        test = summary.get("test")
-        if test:
-            where = (f"the test split of {test['dataset']}" if test["split"] == "test"
-                     else f"all images of {test['dataset']}")
-            console.print(
-                f"best model (trial {test['trial']}) on held-out images: accuracy {test['accuracy']:.4f}, "
-                f"macro-F1 {test['macro_f1']:.4f} on {where} ({test['n_images']} images)",
-                highlight=False, markup=False, soft_wrap=True,
-            )
+        if not self.quiet:
+            console = wide_console()
+            console.print(leaderboard(study, self.metric, console, run_dir=run_dir))
+            test = summary.get("test")
+            if test:
+                where = (f"the test split of {test['dataset']}" if test["split"] == "test"
+                         else f"all images of {test['dataset']}")
+                console.print(
+                    f"best model (trial {test['trial']}) on held-out images: accuracy {test['accuracy']:.4f}, "
+                    f"macro-F1 {test['macro_f1']:.4f} on {where} ({test['n_images']} images)",
+                    highlight=False, markup=False, soft_wrap=True,
+                )
         self.study = None
         self.quiet = False
 

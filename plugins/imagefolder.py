@@ -101,11 +101,8 @@ def _class_images(folder: Path, seen: dict[str, Path]) -> dict[str, list[Path]]:
 
 def _training_classes(folder: Path, seen: dict[str, Path]) -> dict[str, list[Path]]:
     classes = _class_images(folder, seen)
-    if len(classes) < 2:
-        found = f"only {list(classes)}" if classes else "none"
-        raise DatasetError(
-            f"{folder} needs a sub-folder of images per class, at least 2 classes (found {found})"
-        )
+    if not classes:  # one class is enough to score a model on; training asks for 2 (check_dataset)
+        raise DatasetError(f"{folder} needs a sub-folder of images per class (found none)")
     for name, images in classes.items():
         if not images:
             raise DatasetError(
@@ -133,7 +130,7 @@ def load(location: str | None) -> ImageDataset:
 
     :param location: the folder, in either layout described in this module's docstring.
     :returns: an :class:`ImageDataset` of image paths; ``val``/``test`` set when the folder has them.
-    :raises DatasetError: naming the folder at fault: missing, fewer than 2 classes, a class
+    :raises DatasetError: naming the folder at fault: missing, no class folder, a class
         folder without images, ambiguous or unknown split folders, an empty split folder, a
         link that loops, or two paths to one image file.
     """

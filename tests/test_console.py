@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import fcntl
 import os
 import pty
@@ -76,3 +77,43 @@ def test_decoding_reports_progress_over_every_split_and_nothing_from_the_cache(t
     cached: list[tuple[int, int]] = []
     prepare_data(dataset, 16, cache_dir=tmp_path, progress=lambda done, of: cached.append((done, of)))
     assert cached == []
+
+
+def test_off_a_terminal_a_search_says_its_plan_then_a_line_per_epoch_and_phase(tmp_path: Path) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE + "min_steps: 0\nstart: []\n")
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "automl_transfer", "search", "--dataset", DATASET, "--space", str(space), "--trials", "2",
+         "--run-dir", str(run_dir), "--device", "cpu", "--pruner", "none"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0] == (f"search: 2 trials in all (--trials; 0 finished already), 1 source(s) timm:test_resnet@none, "
+                        f"on cpu, in {run_dir}")
+    for trial in (0, 1):
+        epochs = [line for line in lines if line.startswith(f"trial {trial}  epoch ")]
+        assert len(epochs) == 3 and all(re.fullmatch(rf"trial {trial}  epoch \d/3  accuracy=\d\.\d{{4}}  [\d,]+ img/s", line)
+                                        for line in epochs), lines
+    summary = json.loads((run_dir / "summary.json").read_text())
+    refit = summary["refit"]
+    assert (f"refit of trial {summary['best_trial']} on train + validation ({refit['train_images']} images, "
+            f"{refit['epochs']} epochs) ...") in lines
+
+    # The leaderboard's rank 1 is the model kept in best/, marked; epochs are those trained.
+    rows = [[cell.strip() for cell in line.strip("│ ").split("│")] for line in result.stdout.splitlines()
+            if line.startswith("│")]
+    assert rows[0][:2] == ["1", f"{summary['best_trial']} *"] and "* its model is in best/" in result.stdout
+    assert {row[-1] for row in rows} == {"3"}
+
+
+def test_a_quiet_search_from_python_prints_nothing(tmp_path: Path) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    script = ("import sys; from automl_transfer import TransferSearch; TransferSearch(dataset=sys.argv[1], "
+              "space=sys.argv[2], trials=1, run_dir=sys.argv[3], quiet=True, device='cpu').run()")
+    result = subprocess.run([sys.executable, "-c", script, DATASET, str(space), str(tmp_path / "run")],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert (result.stdout, result.stderr) == ("", "")

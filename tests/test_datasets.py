@@ -134,7 +134,8 @@ def test_imagefolder_split_layout_errors(tmp_path):
 @pytest.mark.parametrize(
     ("classes", "message"),
     [({"only": 3}, r"at least 2 classes \(found only \['only'\]\)"),
-     ({"a": 2, "empty": 0}, r"class folder .*empty holds no images")],
+     ({"a": 2, "empty": 0}, r"class folder .*empty holds no images"),
+     ({"a": 2, " ": 2}, r"class names \[' '\] are empty or blank; give every class a visible name")],
 )
 def test_imagefolder_rejects_bad_class_folders(tmp_path, classes, message):
     root = make_folder(tmp_path / "data", classes)

@@ -21,6 +21,7 @@ from automl_transfer.demo.demo import (
     TRANSFER,
     FamilyResult,
     family_of,
+    predict_samples,
     run_demo,
     verdict,
 )
@@ -29,6 +30,7 @@ from automl_transfer.demo.settings import (
     add_arguments,
     settings_from_args,
 )
+from automl_transfer import TransferSearch
 from automl_transfer.errors import AutoMLTransferError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,3 +143,15 @@ def test_quick_demo_runs_end_to_end_then_as_make_demo_does_resuming(tmp_path):
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["n_complete"] == result.summary["n_complete"]
     assert f"automl-transfer predict {tmp_path / 'run'} {tmp_path / 'run' / 'samples'}" in finished.stdout
     assert (tmp_path / "run" / "samples").is_dir()
+
+
+def test_the_suggested_predict_command_stays_on_one_line_in_an_80_column_log(tmp_path):
+    run_dir = tmp_path / "a-run-dir-with-a-name-long-enough-to-wrap"
+    (tmp_path / "space.yaml").write_text("source: [timm:test_resnet@none]\nepochs: 1\nbatch_size: 8\nimage_size: 16\n"
+                                        "min_steps: 0\nstart: []\n")
+    TransferSearch(dataset="digits:classes=5-9,per_class=4,size=16", space=str(tmp_path / "space.yaml"), trials=1,
+                   run_dir=run_dir, quiet=True, device="cpu", refit=False).run()
+    output = io.StringIO()
+    predict_samples(DemoSettings.quick(run_dir=run_dir, device="cpu"), Console(file=output, width=80))
+    (line,) = [line for line in output.getvalue().splitlines() if "automl-transfer predict" in line]
+    assert line.endswith(f"automl-transfer predict {run_dir} {run_dir / 'samples'}")

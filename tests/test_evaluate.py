@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+from search_processes import CLI
 from sklearn.metrics import f1_score, precision_score, recall_score
 
 from automl_transfer import TransferSearch
@@ -142,3 +145,34 @@ def test_classes_the_model_does_not_know_are_refused_before_any_work(tmp_path: P
         "(its classes: ['0', '1', '2']); score it on images of those classes only"
     ]
     assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_scores_a_folder_of_one_class(run: tuple[Path, Path]) -> None:
+    run_dir, data = run
+    one = data.parent / "only-ones"
+    shutil.copytree(data / "test" / "1", one / "1")
+    result = subprocess.run([*CLI, "evaluate", str(run_dir), f"imagefolder:{one}", "--json"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    scored = json.loads(result.stdout)
+    assert scored["n_images"] == 6 and scored["split"] == "all"
+    assert scored["per_class"]["1"]["images"] == 6 and scored["per_class"]["0"]["recall"] is None
+    assert sum(map(sum, scored["confusion_matrix"])) == 6
+
+
+def test_control_characters_in_class_names_are_escaped_on_the_terminal(run: tuple[Path, Path], tmp_path: Path) -> None:
+    run_dir, data = run
+    names = ["\x1b]0;pwned\x07", "tab\there", "new\nline"]  # an OSC title, a tab, a newline
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, symlinks=True)
+    info_path = (copy / "best").resolve() / "model.json"
+    info = json.loads(info_path.read_text())
+    info_path.write_text(json.dumps({**info, "class_names": names}))
+    for name, folder in zip(names, CLASSES):
+        shutil.copytree(data / "test" / folder, tmp_path / "data" / name)
+    result = subprocess.run([*CLI, "evaluate", str(copy), f"imagefolder:{tmp_path / 'data'}"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout and "tab\there" not in result.stdout
+    for shown in ("\\x1b]0;pwned\\x07", "tab\\there", "new\\nline"):
+        assert shown in result.stdout

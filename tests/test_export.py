@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -11,6 +15,7 @@ import onnxruntime
 import pytest
 import torch
 from PIL import Image, ImageOps
+from search_processes import CLI
 
 from automl_transfer import TransferSearch
 from automl_transfer.commands.cli import main
@@ -96,3 +101,74 @@ def test_export_of_a_folder_without_a_search_says_what_to_give(tmp_path: Path, c
     assert capsys.readouterr().err.strip() == (
         f"error: {tmp_path} is not a run directory holding best/; give the run directory, or --output PATH"
     )
+
+
+#: Mounts a tmpfs at $MOUNT, exports into it, fills it, exports again over the file and beside it.
+FULL_DISK_EXPORT = r"""
+set -e
+mount -t tmpfs -o size=4m tmpfs "$MOUNT"
+"$@" --output "$MOUNT/model.pt" > /dev/null
+cp "$MOUNT/model.pt" "$OUT/first.pt"
+"$PYTHON" -c '
+import os, sys
+descriptor = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT)
+for size in (65536, 1):
+    try:
+        while True:
+            os.write(descriptor, b"x" * size)
+    except OSError:
+        pass
+' "$MOUNT/.filler"
+set +e
+"$@" --output "$MOUNT/model.pt" > "$OUT/again.out" 2> "$OUT/again.err"; echo $? > "$OUT/again.rc"
+"$@" --output "$MOUNT/new.pt" > "$OUT/new.out" 2> "$OUT/new.err"; echo $? > "$OUT/new.rc"
+set -e
+ls -a "$MOUNT" > "$OUT/listing"
+cp "$MOUNT/model.pt" "$OUT/after.pt"
+"""
+
+
+def unshare_works(script: str) -> bool:
+    """Whether this machine lets a process mount in its own user and mount namespace (``unshare -rm``)."""
+    return shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not unshare_works("mount -t tmpfs tmpfs /mnt"), reason="needs `unshare -rm` to mount a small tmpfs")
+def test_export_onto_a_full_disk_is_one_line_and_leaves_the_previous_export_whole(trained, tmp_path: Path) -> None:
+    mount, out = tmp_path / "mount", tmp_path / "out"
+    mount.mkdir()
+    out.mkdir()
+    command = [*CLI, "export", str(trained[0]), "--format", "torchscript"]
+    environment = {**os.environ, "MOUNT": str(mount), "OUT": str(out), "PYTHON": sys.executable}
+    result = subprocess.run(["unshare", "-rm", "sh", "-c", FULL_DISK_EXPORT, "sh", *command], env=environment,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    for name in ("again", "new"):  # over the previous export, and a new file (torch's writer aborted: exit 134)
+        assert (out / f"{name}.rc").read_text().strip() == "2", (out / f"{name}.err").read_text()
+        (line,) = (out / f"{name}.err").read_text().splitlines()
+        written = mount / ("model.pt" if name == "again" else "new.pt")
+        assert line == (f"error: cannot write {written}: No space left on device; free some space or choose another "
+                        "--output (a file already there is left as it was)")
+        assert "trial" not in line  # the wording of search's full disk does not fit export
+    assert (out / "after.pt").read_bytes() == (out / "first.pt").read_bytes()
+    assert sorted((out / "listing").read_text().split()) == [".", "..", ".filler", "model.pt", "model.pt.json"]
+
+
+def test_export_to_a_device_a_folder_or_a_read_only_place_is_one_error_line(trained, tmp_path: Path) -> None:
+    command = [*CLI, "export", str(trained[0]), "--format", "torchscript", "--output"]
+    for output, expected in [
+        ("/dev/full", "error: --output /dev/full is not a regular file (a device, a pipe or a socket); give the path of a file to write"),
+        (str(tmp_path), f"error: --output {tmp_path} is a folder; give the model file's path, such as {tmp_path / 'model.pt'}"),
+    ]:
+        result = subprocess.run([*command, output], capture_output=True, text=True, timeout=120)
+        assert (result.returncode, result.stderr.splitlines()) == (2, [expected]), result.stderr
+    script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
+    if not unshare_works(script.replace("$0", str(tmp_path)).replace('"$@"', "true")):
+        pytest.skip("needs `unshare -rm` to make a read-only folder")
+    result = subprocess.run(["unshare", "-rm", "sh", "-c", script, str(tmp_path), *command, str(tmp_path / "m.pt")],
+                            capture_output=True, text=True, timeout=120)
+    (line,) = result.stderr.splitlines()
+    assert result.returncode == 2 and line.startswith("error: cannot write ")
+    assert line.endswith("Read-only file system; choose another --output (a file already there is left as it was)")
+    assert list(tmp_path.iterdir()) == []

@@ -374,6 +374,8 @@ TAMPERED = [
     ("a head too big to allocate", ("head_params",), {"hidden": 10**12, "dropout": 0.25},
      "head.0.bias: the file holds shape [16], the network needs shape [1000000000000]"),
     ("value not a number", ("value",), "high", "value ('high') must be a finite number"),
+    ("an empty class name", ("class_names",), ["", "dog", "fish"], "holds an empty or blank name"),
+    ("a blank class name", ("class_names",), ["cat", " ", "fish"], "holds an empty or blank name"),
 ]
 
 
@@ -419,3 +421,60 @@ def test_a_huge_image_size_in_model_json_costs_the_real_command_no_memory(traine
 def test_every_model_json_field_has_a_schema_check():
     fields = {field.name for field in dataclasses.fields(BestModelInfo)}
     assert fields == set(model_schema.FIELDS), "give each new BestModelInfo field a check in storage/model_schema.py"
+
+
+def test_predict_prints_every_result_before_a_bad_image_in_the_same_batch(trained, tmp_path):
+    for number in range(20):
+        Image.new("RGB", (24, 24), (number * 10, 90, 60)).save(tmp_path / f"{number:02d}.png")
+    (tmp_path / "zz_bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    result = subprocess.run([*CLI, "predict", str(trained[0]), str(tmp_path), "--json", "--device", "cpu"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert [json.loads(line)["path"] for line in result.stdout.splitlines()] == [
+        str(tmp_path / f"{number:02d}.png") for number in range(20)]
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: cannot read image {tmp_path / 'zz_bad.png'}: ")
+
+
+def test_predict_on_a_pipe_or_a_device_says_it_is_not_a_regular_file(trained, tmp_path):
+    os.mkfifo(tmp_path / "fifo.png")
+    for path in (tmp_path / "fifo.png", "/dev/zero"):
+        result = subprocess.run([*CLI, "predict", str(trained[0]), str(path), "--device", "cpu"],
+                                capture_output=True, text=True, timeout=120)
+        assert (result.returncode, result.stdout) == (2, "")
+        assert result.stderr.splitlines() == [
+            f"error: {path} is not a regular file (a device, a pipe or a socket); give image files or folders"]
+
+
+def test_predict_into_a_closed_pipe_stops_quietly_as_cat_does(trained, image_dir):
+    reader, writer = os.pipe()
+    os.close(reader)  # `| head -3` that has already exited: the first write finds no reader
+    try:
+        result = subprocess.run([*CLI, "predict", str(trained[0]), str(image_dir), "--device", "cpu", "--batch-size",
+                                 "1"], stdout=writer, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(writer)
+    assert (result.returncode, result.stderr) == (141, "")
+
+
+def test_a_model_json_nested_100000_deep_is_one_error_line(trained, image_dir, tmp_path):
+    run_dir, info_path = tamper(trained[0], tmp_path, ("params",), {})
+    info_path.write_text(info_path.read_text().replace('"params": {}', '"params": ' + "[" * 100_000 + "]" * 100_000))
+    result = subprocess.run([*CLI, "predict", str(run_dir), str(image_dir / "a.png"), "--device", "cpu"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: {info_path} is nested too deeply to be a model.json; restore it from a backup")
+
+
+def test_control_characters_in_class_names_are_escaped_in_predicts_lines(trained, image_dir, tmp_path):
+    run_dir, _ = tamper(trained[0], tmp_path, ("class_names",), ["\x1b[2J", "tab\there", "new\nline"])
+    command = [*CLI, "predict", str(run_dir), str(image_dir), "--device", "cpu"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout
+    lines = [line.split("\t") for line in result.stdout.splitlines()]
+    assert len(lines) == 5 and all(len(fields) == 3 for fields in lines)
+    assert {label for _, label, _ in lines} <= {"\\x1b[2J", "tab\\there", "new\\nline"}
+    as_json = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=120)
+    assert {json.loads(line)["label"] for line in as_json.stdout.splitlines()} <= {"\x1b[2J", "tab\there", "new\nline"}

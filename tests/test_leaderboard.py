@@ -70,7 +70,7 @@ def test_a_wide_terminal_gets_a_table_with_every_varying_parameter_as_a_column(s
     shown = render(study, 200)
     header = next(line for line in shown.splitlines() if "rank" in line)
     columns = [cell.strip() for cell in header.strip("┃ ").split("┃")]
-    assert columns == ["rank", "trial", "accuracy", *VARYING, "epochs"]
+    assert columns == ["rank", "trial", "accuracy", "val_loss", *VARYING, "epochs"]
     assert "l2sp" not in shown and "image_size" not in shown and "interpolation" not in shown
     assert max(len(line) for line in shown.splitlines()) <= 200
 
@@ -88,3 +88,16 @@ def test_an_80_column_terminal_gets_one_block_per_trial_and_no_wrapped_header(st
     linear = blocks[1]  # trial 4 chose the linear head: no mlp parameters listed
     assert "mlp." not in linear and "  head: linear" in linear
     assert lines[-1].strip() == "0 pruned, 0 failed"
+
+
+def test_ties_are_ranked_by_the_lower_validation_loss_as_best_is_picked_and_epochs_are_those_trained() -> None:
+    study = optuna.create_study(direction="maximize")
+    for value, loss, epochs in [(1.0, 0.5, 10), (1.0, 0.2, 4), (0.9, 0.1, 7)]:  # trial 1 ties trial 0 with less loss
+        params = {**trial_params(0), "lr": 0.01 * epochs}
+        attrs = {"params": params, "metrics": {"val_loss": loss}, **{f"epoch_{n}": {} for n in range(1, epochs + 1)}}
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=value, params={"lr": params["lr"]},
+                                     distributions={"lr": FloatDistribution(1e-4, 1.0)}, user_attrs=attrs))
+    rows = [[cell.strip() for cell in line.strip("│ ").split("│")] for line in render(study, 200).splitlines()
+            if line.startswith("│")]
+    assert [(row[1], row[3], row[-1]) for row in rows] == [("1", "0.2000", "4"), ("0", "0.5000", "10"),
+                                                           ("2", "0.1000", "7")]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import os
 import re
+import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -64,3 +67,36 @@ def test_the_demo_paragraph_quotes_what_the_demo_prints_with_its_own_settings() 
     words = {5: "five", 6: "six", 8: "eight", 10: "ten"}
     assert f"only {words.get(settings.per_class, settings.per_class)} labelled crops per photograph" in paragraph.replace("\n", " ")
     assert f"{settings.trials} trials" in paragraph.replace("\n", " ")
+
+
+def quick_start_commands() -> list[list[str]]:
+    """The ``automl-transfer`` commands of the Quick start's "On your own data" block, split into arguments."""
+    body = README.split("On your own data", 1)[1]
+    block = re.findall(r"```sh\n(.*?)```", body, flags=re.S)[0]
+    return [shlex.split(line) for line in block.splitlines() if line.startswith("automl-transfer ")]
+
+
+def test_the_quick_start_runs_as_written_offline_with_weights_none(tmp_path: Path) -> None:
+    from PIL import Image
+    from search_processes import CLI
+
+    commands = quick_start_commands()
+    assert [command[1] for command in commands] == ["search", "predict", "evaluate", "report"]
+    for folder in ("data/pets", "data/pets-test"):
+        for label, colour in (("cat", (200, 40, 40)), ("dog", (40, 40, 200))):
+            (tmp_path / folder / label).mkdir(parents=True)
+            for number in range(6):
+                Image.new("RGB", (20, 20), (colour[0], 10 * number, colour[2])).save(tmp_path / folder / label / f"{number}.png")
+    (tmp_path / "photos").mkdir()
+    Image.new("RGB", (20, 20), (200, 0, 40)).save(tmp_path / "photos" / "1.png")
+    (tmp_path / "tiny.yaml").write_text("source: [timm:test_resnet]\nepochs: 1\nbatch_size: 4\nimage_size: 16\n"
+                                        "min_steps: 0\nstart: []\n")
+    search, *others = commands
+    # The offline path the README recommends: the same command with --weights none (the preset swapped
+    # for a tiny space of the same kind and one trial, so that the test runs in seconds).
+    search = [{"small": "tiny.yaml", "20": "1"}.get(argument, argument) for argument in search]
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    for command in [[*search, "--weights", "none", "--device", "cpu"], *others]:
+        result = subprocess.run([*CLI, *command[1:]], cwd=tmp_path, env=environment, capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 0, (command, result.stderr)

@@ -205,3 +205,17 @@ def _read(descriptor: int) -> bytes:
         return os.read(descriptor, 4096)
     except OSError:  # the terminal's other end closed
         return b""
+
+
+def test_two_searches_started_together_on_a_fresh_run_dir_share_one_study(tmp_path: Path) -> None:
+    space, run_dir = write_space(tmp_path, epochs=1), tmp_path / "run"
+    command = search_command(space, run_dir, 3)
+    first, second = (subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for _ in range(2))
+    outputs = [process.communicate(timeout=300) for process in (first, second)]
+    for process, (_, err) in zip((first, second), outputs):
+        # Whichever creates the study, the other joins it: both finish, neither with a traceback.
+        assert process.returncode == 0 and "Traceback" not in err, err
+    study = open_study(run_dir)  # one study in the journal
+    assert_counted(study, 3)
+    assert_best_matches(run_dir, study)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -62,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     :param argv: the arguments after the program name; ``None`` reads ``sys.argv``.
     :returns: the command's exit code; 2 after an :class:`AutoMLTransferError` or a full,
         read-only or failing disk (printed as one ``error: ...`` line on stderr); 130 after
-        Ctrl-C. Bad usage exits through argparse.
+        Ctrl-C; 141 (what a shell reports for ``cat`` killed by SIGPIPE), silently, when stdout
+        is a pipe whose reader has gone. Bad usage exits through argparse.
     """
     args = build_parser().parse_args(argv)
     with warnings.catch_warnings():
@@ -74,6 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except AutoMLTransferError as exc:
             print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
             return EXIT_USER_ERROR
+        except BrokenPipeError:
+            # The reader went away (`predict ... | head -3`): stop quietly, as `cat` does. Output still
+            # buffered for the closed pipe goes nowhere, so Python's exit cannot fail on it again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_BROKEN_PIPE
         except OSError as exc:
             if exc.errno not in STORAGE_ERRNOS:
                 raise
@@ -84,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_INTERRUPTED
 
 
+#: Exit code when stdout's reader went away: 128 + SIGPIPE, as a shell reports it for ``cat``.
+EXIT_BROKEN_PIPE = 141
 #: File-system errors that are the machine's state, not a bug: one ``error:`` line, never a traceback.
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
 

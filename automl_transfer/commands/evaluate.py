@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from automl_transfer.reporting.leaderboard import wide_console
 
     model = load_model(args.run_dir, device=args.device)
-    dataset = read_dataset(args.dataset)
+    dataset = read_dataset(args.dataset, min_classes=1)  # scoring one kind of item is a real use
     stderr = Console(stderr=True)
     columns = (TextColumn("scoring images"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=stderr, transient=True, disable=not stderr.is_terminal) as bar:

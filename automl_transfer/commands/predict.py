@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from automl_transfer.commands.arguments import positive_int
+from automl_transfer.contract.class_names import printable
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -73,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
 def _format(prediction: Any, as_json: bool) -> str:
     if as_json:
         return json.dumps({"path": prediction.path, "label": prediction.label, "score": prediction.score})
-    return f"{prediction.path}\t{prediction.label}\t{prediction.score:.4f}"
+    # A tab, a newline or an escape sequence in a name must not break the line or reach the terminal.
+    return f"{printable(prediction.path)}\t{printable(prediction.label)}\t{prediction.score:.4f}"
 
 
 @contextmanager

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from automl_transfer.errors import RunDirError
     from automl_transfer.reporting.evaluation import score_line
     from automl_transfer.reporting.leaderboard import leaderboard, wide_console
-    from automl_transfer.reporting.plots import importance_table, write_plots
+    from automl_transfer.reporting.plots import MIN_IMPORTANCE_TRIALS, importance_table, write_plots
     from automl_transfer.reporting.sources import source_table
     from automl_transfer.search.record import recorded_identity, recorded_ranking
     from automl_transfer.storage.backends import open_run_storage, pick_study
@@ -45,13 +45,16 @@ def run(args: argparse.Namespace) -> int:
     study = optuna.load_study(study_name=name, storage=storage)
     metric = recorded_identity(study).get("metric", "value")
     console = wide_console()
-    console.print(leaderboard(study, metric, console, limit=args.top))
+    console.print(leaderboard(study, metric, console, limit=args.top, run_dir=args.run_dir))
     ranking = recorded_ranking(study)
     if ranking:
         console.print(source_table(study, ranking, metric))
     importances = importance_table(study)
     if importances is not None:
         console.print(importances)
+    else:
+        console.print(f"Parameter importances: none yet; they need {MIN_IMPORTANCE_TRIALS} complete trials and a "
+                      "parameter that varied between them", highlight=False, soft_wrap=True)
     summary_path = args.run_dir / SUMMARY_NAME
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
     if summary and summary.get("test"):

@@ -48,7 +48,10 @@ def add_search_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-bad-images", action="store_true", default=None, help="skip and count unreadable images")
     parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the model on CUDA")
     parser.add_argument("--force-new", action="store_true", default=None, help="replace a different study in the run dir")
-    parser.add_argument("--quiet", action="store_true", default=None, help="no per-trial lines")
+    parser.add_argument(
+        "--quiet", action="store_true", default=None,
+        help="no plan, trial or epoch lines and no leaderboard (`report` shows it)",
+    )
     parser.add_argument(
         "--workers",
         type=int,

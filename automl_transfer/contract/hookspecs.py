@@ -85,6 +85,8 @@ def search_start(run_dir, study, settings):
     :param run_dir: the run directory, a ``pathlib.Path``.
     :param study: the ``optuna.Study`` being optimised.
     :param settings: the search settings as a JSON-ready dict (dataset, space, trials ...);
+        ``settings["sources"]`` lists the sources trials start from and ``settings["resolved_device"]``
+        the device this process trains on (``"cpu"``, ``"cuda:0"``);
         ``settings["worker"]`` is ``True`` in a worker process (``automl-transfer worker``, or
         one that ``search --workers K`` started).
     """

@@ -16,6 +16,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from PIL import Image
 
+from automl_transfer.contract.class_names import name_problem
 from automl_transfer.contract.components import ImageDataset, ImageItem
 from automl_transfer.errors import DatasetError, PluginError
 from automl_transfer.registry import get_component
@@ -34,10 +35,11 @@ def split_spec(spec: str) -> tuple[str, str | None]:
     return name.strip(), location or None
 
 
-def load_dataset(spec: str) -> ImageDataset:
+def load_dataset(spec: str, min_classes: int = 2) -> ImageDataset:
     """Load the dataset written ``PLUGIN[:LOCATION]`` through the plugin that registers ``PLUGIN``.
 
     :param spec: e.g. ``"imagefolder:data/pets"``, ``"csv:labels.csv"``, ``"digits"``.
+    :param min_classes: as for :func:`check_dataset`.
     :returns: the plugin's :class:`ImageDataset`, its ``origin`` set to ``spec`` when empty,
         checked with :func:`check_dataset` (images are not decoded yet).
     :raises UnknownComponentError: when no loaded plugin registers the dataset name.
@@ -53,10 +55,10 @@ def load_dataset(spec: str) -> ImageDataset:
             f"{type(dataset).__name__}, not an ImageDataset; report this to the plugin's authors"
         )
     dataset.origin = dataset.origin or spec
-    check_dataset(dataset)
+    check_dataset(dataset, min_classes)
     return dataset
 
-def read_dataset(spec: str) -> ImageDataset:
+def read_dataset(spec: str, min_classes: int = 2) -> ImageDataset:
     """Load a dataset as :func:`load_dataset` does, turning file-system errors into a :class:`DatasetError`.
 
     :raises DatasetError: also when a folder or file of the dataset cannot be read (permissions).
@@ -64,7 +66,7 @@ def read_dataset(spec: str) -> ImageDataset:
     :raises PluginError: when the loader returns something other than an ``ImageDataset``.
     """
     try:
-        return load_dataset(spec)
+        return load_dataset(spec, min_classes)
     except OSError as error:
         raise DatasetError(
             f"cannot read dataset {spec}: {error.strerror or error} ({error.filename}); check the path and its permissions"
@@ -76,18 +78,24 @@ def dataset_splits(dataset: ImageDataset) -> dict[str, Sequence[tuple[ImageItem,
     return {name: getattr(dataset, name) for name in SPLITS if getattr(dataset, name) is not None}
 
 
-def check_dataset(dataset: ImageDataset) -> None:
+def check_dataset(dataset: ImageDataset, min_classes: int = 2) -> None:
     """Check what can be checked without decoding: classes, labels and non-empty splits.
 
-    :raises DatasetError: for fewer than 2 classes, a repeated class name, a label out of
-        range, a class without training images, or an empty validation or test set.
+    :param min_classes: the fewest classes the dataset may have: 2 to train a classifier, 1 to
+        score one (a batch of one kind of item).
+    :raises DatasetError: for fewer than ``min_classes`` classes, an empty or blank or repeated
+        class name, a label out of range, a class without training images, or an empty
+        validation or test set.
     """
     origin = dataset.origin or "dataset"
     names = list(dataset.class_names)
-    if len(names) < 2:
-        raise DatasetError(
-            f"{origin}: found {len(names)} class(es) {names}; a classifier needs at least 2 classes"
-        )
+    if len(names) < min_classes:
+        found = f"only {names}" if names else "none"
+        needs = "training a classifier needs at least 2 classes" if min_classes == 2 else "it needs a class"
+        raise DatasetError(f"{origin}: {needs} (found {found})")
+    blank = [name for name in names if name_problem(name)]
+    if blank:
+        raise DatasetError(f"{origin}: class names {blank} are empty or blank; give every class a visible name")
     if len(set(names)) != len(names):
         repeated = sorted({name for name in names if names.count(name) > 1})
         raise DatasetError(f"{origin}: class names {repeated} appear more than once")

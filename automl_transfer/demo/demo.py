@@ -288,9 +288,7 @@ def predict_samples(settings: DemoSettings, console: Console) -> list[tuple[str,
         console.print(
             f"{path}: true {truth}, predicted {prediction.label} ({prediction.score:.0%})  {mark}", highlight=False
         )
-    console.print(
-        f"the same from the command line: automl-transfer predict {run_dir} {run_dir / SAMPLES_DIR}",
-        soft_wrap=True,
-        highlight=False,
-    )
+    # One line at any width: a log wraps at 80 columns, and a command cut in two cannot be pasted.
+    console.print(f"the same from the command line: automl-transfer predict {run_dir} {run_dir / SAMPLES_DIR}",
+                  highlight=False, soft_wrap=True)
     return predictions

@@ -17,7 +17,8 @@ The batch size is free in both formats.
 
 from __future__ import annotations
 
-import json
+import errno
+import io
 import os
 import warnings
 from pathlib import Path
@@ -27,9 +28,12 @@ import torch
 
 from automl_transfer.errors import AutoMLTransferError
 from automl_transfer.inference.predictor import LoadedModel, load_model
+from automl_transfer.storage.atomic import fsync_dir, write_bytes_atomically, write_json_atomically
 
 #: The formats :func:`export_model` writes, and the file suffix of each.
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+#: The errors of a full disk or quota.
+FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 #: The names of the exported model's input and output.
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 #: The ONNX operator set the exporter targets (onnxruntime 1.17 and later read it).
@@ -55,21 +59,35 @@ def export_model(path: str | os.PathLike[str], format_name: str, output: str | o
     :param format_name: ``"onnx"`` or ``"torchscript"``.
     :param output: the model file to write; default ``RUN_DIR/export/model.onnx`` or ``model.pt``.
     :returns: the model file written.
-    :raises AutoMLTransferError: an unknown format, no best model, or (for ONNX) the ``onnx``
-        and ``onnxscript`` packages not installed.
+    :raises AutoMLTransferError: an unknown format, no best model, an ``output`` that is a folder
+        or not a regular file, a place that cannot be written (full, read-only), or (for ONNX) the
+        ``onnx`` and ``onnxscript`` packages not installed. A file already at ``output`` is then
+        left as it was: each file is written beside its target, synced, and renamed over it.
     """
     if format_name not in FORMATS:
         raise AutoMLTransferError(f"unknown export format {format_name!r}; use one of {', '.join(FORMATS)}")
     target = Path(output) if output is not None else default_output(Path(path), format_name)
+    if target.is_dir():
+        raise AutoMLTransferError(f"--output {target} is a folder; give the model file's path, such as "
+                                  f"{target / ('model' + FORMATS[format_name])}")
+    if target.exists() and not target.is_file():
+        raise AutoMLTransferError(f"--output {target} is not a regular file (a device, a pipe or a socket); "
+                                  "give the path of a file to write")
     loaded = load_model(path, device="cpu")
-    target.parent.mkdir(parents=True, exist_ok=True)
     example = torch.rand(2, 3, loaded.image_size, loaded.image_size)
-    if format_name == "onnx":
-        _export_onnx(loaded, example, target)
-    else:
-        _export_torchscript(loaded, example, target)
+    content = _export_onnx(loaded, example) if format_name == "onnx" else _export_torchscript(loaded, example)
     sidecar = target.with_name(target.name + ".json")
-    sidecar.write_text(json.dumps(describe_export(loaded, format_name, target), indent=2) + "\n")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomically(target, content)
+        write_json_atomically(sidecar, describe_export(loaded, format_name, target), sort_keys=False)
+        fsync_dir(target.parent)
+    except OSError as error:
+        fix = "free some space or choose another --output" if error.errno in FULL else "choose another --output"
+        raise AutoMLTransferError(
+            f"cannot write {error.filename or target}: {error.strerror or error}; {fix} (a file already there is "
+            "left as it was)"
+        ) from None
     return target
 
 
@@ -106,7 +124,8 @@ def describe_export(loaded: LoadedModel, format_name: str, target: Path) -> dict
     }
 
 
-def _export_onnx(loaded: LoadedModel, example: torch.Tensor, target: Path) -> None:
+def _export_onnx(loaded: LoadedModel, example: torch.Tensor) -> bytes:
+    """Return the ONNX file's bytes (made in memory, so that only :func:`export_model` writes files)."""
     try:
         import onnx  # noqa: F401  (torch's exporter needs both)
         import onnxscript  # noqa: F401
@@ -118,23 +137,25 @@ def _export_onnx(loaded: LoadedModel, example: torch.Tensor, target: Path) -> No
     batch = torch.export.Dim("batch", min=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # exporter notices about its internals, none about the model
-        torch.onnx.export(
+        program = torch.onnx.export(
             loaded.model,
             (example,),
-            str(target),
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],
             dynamic_shapes=({0: batch},),
             opset_version=ONNX_OPSET,
-            external_data=False,
             verbose=False,
         )
+    return program.model_proto.SerializeToString()
 
 
-def _export_torchscript(loaded: LoadedModel, example: torch.Tensor, target: Path) -> None:
+def _export_torchscript(loaded: LoadedModel, example: torch.Tensor) -> bytes:
+    """Return the TorchScript file's bytes (made in memory: torch's C++ writer aborts the process on a full disk)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # PyTorch deprecates TorchScript for torch.export
         warnings.simplefilter("ignore", FutureWarning)
         with torch.no_grad():
             traced = torch.jit.trace(loaded.model, example)
-        torch.jit.save(traced, str(target))
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
+    return buffer.getvalue()

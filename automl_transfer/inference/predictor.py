@@ -105,7 +105,7 @@ class LoadedModel:
         :param skip_bad_images: leave out image files that cannot be read (logging a warning
             for each) instead of raising.
         :returns: one :class:`Prediction` per image, in input order.
-        :raises DatasetError: naming a path that does not exist or a folder without images,
+        :raises DatasetError: naming a path that does not exist or is not a regular file, or a folder without images,
             before anything is classified; or the first image file that cannot be read.
         :raises ValueError: for a tensor that is not an image or a batch of images.
         :raises TypeError: for an input of another type.
@@ -128,7 +128,8 @@ class LoadedModel:
             which is then left out; ``None`` raises it instead.
         :returns: an iterator of lists of :class:`Prediction`, one list per batch, in input
             order (a list is shorter, or empty, when images of its batch were left out).
-        :raises UnreadableImageError: an image file cannot be read and ``on_bad_image`` is ``None``.
+        :raises UnreadableImageError: an image file cannot be read and ``on_bad_image`` is ``None``;
+            the predictions of the images before it in its batch are yielded first.
         :raises ValueError: for a ``batch_size`` below 1.
         """
         if batch_size < 1:
@@ -140,6 +141,8 @@ class LoadedModel:
                     pixels.append(self._to_input(item.image))
                 except UnreadableImageError as error:
                     if on_bad_image is None:
+                        if chunk:  # every image before the bad one is classified and reported
+                            yield self._classify(chunk, pixels)
                         raise
                     on_bad_image(error)
                     continue
@@ -249,7 +252,8 @@ def expand_inputs(inputs: PredictInput) -> list[ImageInput]:
 
     Nothing is decoded yet, so this is quick even for many files.
 
-    :raises DatasetError: a path that does not exist, or a folder without image files.
+    :raises DatasetError: a path that does not exist or is neither a folder nor a regular file, or a
+        folder without image files.
     :raises ValueError: a tensor that is not an image or a batch of images.
     :raises TypeError: an input of another type.
     """
@@ -282,8 +286,10 @@ def _image_files(path: Path) -> list[Path]:
         if not files:
             raise DatasetError(f"folder {path} holds no image files: give image files or folders of them")
         return files
-    if not path.is_file():
+    if not path.exists():
         raise DatasetError(f"image {path} does not exist")
+    if not path.is_file():
+        raise DatasetError(f"{path} is not a regular file (a device, a pipe or a socket); give image files or folders")
     return [path]
 
 

@@ -13,6 +13,7 @@ from rich.console import Console, ConsoleRenderable, Group
 from rich.table import Table
 from rich.text import Text
 
+from automl_transfer.contract.class_names import printable
 from automl_transfer.inference.scoring import describe_split
 from automl_transfer.reporting.leaderboard import UNLIMITED_WIDTH
 
@@ -38,7 +39,7 @@ def evaluation_report(evaluation: dict[str, Any], console: Console) -> ConsoleRe
     for header in ("class", "precision", "recall", "images"):
         per_class.add_column(header, no_wrap=True, justify="left" if header == "class" else "right")
     for name, scores in evaluation["per_class"].items():
-        per_class.add_row(name, _share(scores["precision"]), _share(scores["recall"]), str(scores["images"]))
+        per_class.add_row(Text(printable(name)), _share(scores["precision"]), _share(scores["recall"]), str(scores["images"]))
     parts: list[ConsoleRenderable] = [Text(score_line(evaluation), no_wrap=True, overflow="ignore"), per_class]
     matrix = confusion_table(evaluation)
     needed = console.measure(matrix, options=console.options.update_width(UNLIMITED_WIDTH)).maximum
@@ -55,9 +56,9 @@ def confusion_table(evaluation: dict[str, Any]) -> Table:
     table = Table(title="Confusion matrix")
     table.add_column("true \\ predicted", no_wrap=True)
     for name in names:
-        table.add_column(name, no_wrap=True, justify="right")
+        table.add_column(Text(printable(name)), no_wrap=True, justify="right")
     for name, row in zip(names, evaluation["confusion_matrix"]):
-        table.add_row(name, *(str(count) for count in row))
+        table.add_row(Text(printable(name)), *(str(count) for count in row))
     return table
 
 

@@ -1,7 +1,10 @@
 """The leaderboard: the best trials of a study with every parameter that varied between them.
 
-Used by the console observer at the end of a search and by ``automl-transfer report``. A
-parameter appears as a column when it took more than one value among the study's finished
+Used by the console observer at the end of a search and by ``automl-transfer report``. Trials
+are ranked by the rule that picks ``best/``: the value, then (on a tie) the lower validation
+loss, which is shown; the trial whose model is in ``best/`` is ranked first among its equals
+and marked ``*``. ``epochs`` is how many epochs a trial trained (early stopping and pruning
+end trials before the space's ``epochs``). A parameter appears as a column when it took more than one value among the study's finished
 trials (head parameters as ``<head>.<parameter>``, plugin settings as ``extra.<name>``). The
 table fits the console it is printed on: when its columns would not fit unwrapped, each trial
 becomes a block of ``parameter: value`` lines (the parameters it has) instead of a table whose
@@ -10,6 +13,7 @@ headers wrap.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from automl_transfer.search.counting import trial_counts
+from automl_transfer.search.summary import best_trial
 
 if TYPE_CHECKING:
     import optuna
@@ -57,22 +62,27 @@ def varying_params(trials: list[FrozenTrial]) -> list[str]:
     return first + sorted(name for name in names if name not in first)
 
 
-def leaderboard(study: optuna.Study, metric: str, console: Console, limit: int = 10) -> ConsoleRenderable:
+def leaderboard(
+    study: optuna.Study, metric: str, console: Console, limit: int = 10, run_dir: Path | None = None
+) -> ConsoleRenderable:
     """Build the leaderboard of ``study`` for ``console``: a table, or blocks when it is too narrow.
 
     :param metric: the objective's name, for the value column.
     :param console: where it will be printed (its width decides the layout).
     :param limit: how many complete trials to list, best first.
+    :param run_dir: the run directory, whose ``best/`` says which of equally good trials was kept.
     :returns: a rich renderable ending with the counts of pruned, failed and lost trials.
     """
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     completed = [trial for trial in finished if trial.state == TrialState.COMPLETE]
-    reverse = study.direction.name == "MAXIMIZE"
-    ranked = sorted(completed, key=lambda trial: trial.value, reverse=reverse)[:limit]
+    kept = best_trial(study, run_dir) if run_dir is not None else None  # without best/, Optuna's pick is no rule
+    kept_number = None if kept is None else kept.number
+    ranked = ranked_trials(completed, study.direction.name == "MAXIMIZE", kept_number)[:limit]
     columns = varying_params(finished or completed)
-    rows = [_row(rank, trial, columns) for rank, trial in enumerate(ranked, start=1)]
-    headers = ["rank", "trial", metric, *columns, "epochs"]
-    caption = _caption(study)
+    with_loss = metric != "loss"  # the loss is the value itself
+    rows = [_row(rank, trial, columns, trial.number == kept_number, with_loss) for rank, trial in enumerate(ranked, start=1)]
+    headers = ["rank", "trial", metric, *(["val_loss"] if with_loss else []), *columns, "epochs"]
+    caption = _caption(study) + ("; * its model is in best/" if kept is not None else "")
     table = Table(title=f"Leaderboard ({metric})", caption=caption)
     for header in headers:
         table.add_column(header, no_wrap=True)
@@ -109,14 +119,37 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def _row(rank: int, trial: FrozenTrial, columns: list[str]) -> list[str]:
+def ranked_trials(completed: list[FrozenTrial], maximize: bool, kept: int | None) -> list[FrozenTrial]:
+    """Order complete trials as the search picks ``best/``: by value, then the lower validation loss.
+
+    :param kept: the number of the trial whose model is in ``best/``: first among trials of its value (equal
+        losses are settled by which was saved first, which only ``best/`` records).
+    :returns: the trials, best first; trials without a validation loss come after those with one.
+    """
+
+    def key(trial: FrozenTrial) -> tuple[float, bool, float, int]:
+        loss = trial.user_attrs.get("metrics", {}).get("val_loss")
+        finite = isinstance(loss, (int, float)) and math.isfinite(loss)
+        return (-trial.value if maximize else trial.value, trial.number != kept, loss if finite else math.inf, trial.number)
+
+    return sorted(completed, key=key)
+
+
+def epochs_trained(trial: FrozenTrial) -> int:
+    """Return how many epochs ``trial`` trained: one ``epoch_N`` user attr is recorded per epoch."""
+    return sum(key.startswith("epoch_") for key in trial.user_attrs)
+
+
+def _row(rank: int, trial: FrozenTrial, columns: list[str], kept: bool, with_loss: bool) -> list[str]:
     params = flat_params(trial.user_attrs.get("params", trial.params))
+    loss = trial.user_attrs.get("metrics", {}).get("val_loss")
     return [
         str(rank),
-        str(trial.number),
+        f"{trial.number} *" if kept else str(trial.number),
         f"{trial.value:.4f}",
+        *([f"{loss:.4f}" if isinstance(loss, (int, float)) else MISSING] if with_loss else []),
         *(format_value(params.get(name, MISSING)) for name in columns),
-        str(params.get("epochs", "")),
+        str(epochs_trained(trial)),
     ]
 
 

@@ -8,7 +8,8 @@ Every plot speaks the search's language: axes are titled with the metric, ``tria
   (Optuna's history plot, retitled);
 - ``epochs.html``: the validation metric after each epoch of every trial, one line per trial,
   coloured by source and named ``trial N · SOURCE`` in the legend; pruned trials dotted;
-- ``importances.html``: Optuna's parameter importances for the metric (two complete trials needed);
+- ``importances.html``: Optuna's parameter importances for the metric, of the parameters that
+  varied, from :data:`MIN_IMPORTANCE_TRIALS` complete trials on (see :func:`importance_params`);
 - ``confusion.html``: the final best model's confusion matrix on held-out images, when
   ``summary.json`` holds one (``search --test``, or a dataset with a test split).
 """
@@ -28,6 +29,12 @@ from automl_transfer.reporting.leaderboard import format_value
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
+#: The fewest complete trials before parameter importances are shown. Optuna's evaluator (fANOVA)
+#: fits a random forest to the complete trials; the first few are the space's start points,
+#: recipes chosen rather than sampled, that change several settings at once, so on fewer trials
+#: the forest mostly reports which settings those few trials happened to differ in.
+MIN_IMPORTANCE_TRIALS = 10
+
 #: Trial states whose epochs are drawn in ``epochs.html``.
 DRAWN_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -37,13 +44,13 @@ def write_plots(study: optuna.Study, out_dir: Path, metric: str, summary: dict[s
 
     :param metric: the objective's name (``accuracy``, ``macro_f1``, ``loss``), for axis titles.
     :param summary: the run's ``summary.json`` content; its ``test`` entry gives the confusion matrix.
-    :returns: the files written (importances need two complete trials and the confusion matrix
-        a scored test set, so either may be missing).
+    :returns: the files written (importances need :data:`MIN_IMPORTANCE_TRIALS` complete trials and
+        a parameter that varied, the confusion matrix a scored test set, so either may be missing).
     :raises OSError: ``out_dir`` cannot be created or written.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = {"history.html": history_figure(study, metric), "epochs.html": epochs_figure(study, metric)}
-    if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) >= 2:
+    if importance_params(study):
         figures["importances.html"] = importances_figure(study, metric)
     if summary and summary.get("test"):
         figures["confusion.html"] = confusion_figure(summary["test"])
@@ -100,13 +107,30 @@ def epochs_figure(study: optuna.Study, metric: str) -> go.Figure:
     return figure
 
 
+def importance_params(study: optuna.Study) -> list[str]:
+    """Return the parameters whose importance means something: those that varied among the complete trials.
+
+    :returns: the Optuna parameters that took more than one value and that every complete trial
+        has (a head's parameters only when every trial chose that head); none with fewer than
+        :data:`MIN_IMPORTANCE_TRIALS` complete trials.
+    """
+    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(completed) < MIN_IMPORTANCE_TRIALS:
+        return []
+    values: dict[str, set[str]] = {}
+    for trial in completed:
+        for name, value in trial.params.items():
+            values.setdefault(name, set()).add(repr(value))
+    return [name for name, seen in values.items() if len(seen) > 1 and all(name in t.params for t in completed)]
+
+
 def importances_figure(study: optuna.Study, metric: str) -> go.Figure:
-    """Optuna's parameter importances for the metric, with readable axis titles."""
+    """Optuna's parameter importances for the metric (of :func:`importance_params`), with readable axis titles."""
     from optuna import visualization
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # optuna warns of rarely sampled regimes on small studies
-        figure = visualization.plot_param_importances(study, target_name=metric)
+        figure = visualization.plot_param_importances(study, params=importance_params(study), target_name=metric)
     figure.update_layout(
         title=f"How much each parameter mattered for validation {metric}",
         xaxis_title=f"importance for validation {metric} (sums to 1)",
@@ -146,15 +170,16 @@ def confusion_figure(evaluation: dict[str, Any]) -> go.Figure:
 
 
 def importance_table(study: optuna.Study) -> Table | None:
-    """Return optuna's parameter importances as a table, or ``None`` with fewer than two complete trials."""
-    if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) < 2:
+    """Return optuna's importances of :func:`importance_params` as a table, or ``None`` when there are none."""
+    names = importance_params(study)
+    if not names:
         return None
     table = Table(title="Parameter importances")
     table.add_column("parameter")
     table.add_column("importance")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # optuna warns of rarely sampled regimes on small studies
-        importances = optuna.importance.get_param_importances(study)
+        importances = optuna.importance.get_param_importances(study, params=names)
     for name, importance in importances.items():
         table.add_row(name, f"{importance:.3f}")
     return table

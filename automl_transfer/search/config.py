@@ -6,11 +6,12 @@ build its parser without it.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Union
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Union
 
 from automl_transfer.errors import AutoMLTransferError
 from automl_transfer.storage.backends import HEARTBEAT_INTERVAL
@@ -51,7 +52,7 @@ class SearchConfig:
     :param skip_bad_images: skip and count unreadable images instead of stopping.
     :param compile: ``torch.compile`` the model on CUDA.
     :param force_new: replace a study in the run dir that holds a different dataset or space.
-    :param quiet: no per-trial lines, only the final table.
+    :param quiet: no plan, trial or epoch lines, no leaderboard, no Optuna log lines.
     :param workers: worker processes that run trials in parallel on this machine (1: trials
         run in this process; 0: only check the inputs and record the search, for
         ``automl-transfer worker`` processes started elsewhere, e.g. on a cluster).
@@ -131,6 +132,20 @@ def default_study_name(dataset: str, space: str) -> str:
     space_name = Path(space).stem if space.endswith((".yaml", ".yml")) else space
     dataset_name = Path(dataset.replace(":", "-")).name
     return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{dataset_name}-{space_name}").strip("-.") or "search"
+
+
+@contextlib.contextmanager
+def optuna_log(quiet: bool) -> Iterator[None]:
+    """Keep Optuna's INFO log lines quiet inside the block when ``quiet``; its verbosity is restored after."""
+    import optuna
+
+    verbosity = optuna.logging.get_verbosity()
+    if quiet:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 def make_sampler(config: SearchConfig, seed: int | None = None) -> optuna.samplers.BaseSampler:

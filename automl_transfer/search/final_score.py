@@ -33,7 +33,7 @@ def held_out_data(test: str | None, dataset: ImageDataset) -> ImageDataset | Non
     """
     if test is None:
         return dataset if dataset.test is not None else None
-    held_out = read_dataset(test)
+    held_out = read_dataset(test, min_classes=1)
     class_indices(list(dataset.class_names), held_out, owner=f"the search dataset {dataset.origin}")
     return held_out
 

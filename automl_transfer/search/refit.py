@@ -53,7 +53,7 @@ def refit_best(runner: TrialRunner, study: optuna.Study, base_seed: int) -> dict
     epochs = int(best.user_attrs.get("best_epoch") or params.epochs)
     seed = base_seed + best.user_attrs.get(SEED_TRIAL, best.number)
     everything = all_labelled(context.prepare(params.image_size, params.interpolation))
-    phase = f"refit of trial {best.number} on train + validation ({len(everything.train)} images)"
+    phase = f"refit of trial {best.number} on train + validation ({len(everything.train)} images, {epochs} epochs)"
     call_observers("search_phase", phase=phase, done=0, total=epochs)
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:

@@ -36,8 +36,9 @@ from automl_transfer.model.sources import BackboneCache
 from automl_transfer.ranking.rank import SourceScore, rank_sources
 from automl_transfer.registry import call_observers, load_plugins
 from automl_transfer.search.claims import claim_lock, claim_trial, open_trials
-from automl_transfer.search.config import METRICS, SearchConfig, make_pruner, make_sampler
+from automl_transfer.search.config import METRICS, SearchConfig, make_pruner, make_sampler, optuna_log
 from automl_transfer.search.counting import finished_count
+from automl_transfer.search.existing import existing_study
 from automl_transfer.search.final_score import held_out_data, score_final_model
 from automl_transfer.search.phases import Phase
 from automl_transfer.search.rebuild import check_best_model
@@ -61,7 +62,7 @@ from automl_transfer.search.trials import TrialContext, TrialRunner
 from automl_transfer.search.workers import run_workers
 from automl_transfer.space import SearchSpace, load_space
 from automl_transfer.storage.backends import open_storage
-from automl_transfer.storage.checkpoint import BEST_LINK, remove_best
+from automl_transfer.storage.checkpoint import remove_best
 from automl_transfer.storage.optuna_internals import start_heartbeat
 from automl_transfer.storage.run_dir import CACHE_NAME, JOURNAL_NAME, check_run_dir, prepare_run_dir
 from automl_transfer.training.devices import resolve_device, worker_devices
@@ -172,16 +173,20 @@ class TransferSearch:
         )
         if self.config.storage is not None or (run_dir / JOURNAL_NAME).is_file():
             self.storage = self._open_storage()
-        study, replaced = self._existing_study(identity)
+        study, replaced = self._existing_study(identity, settled=False)
         if study is not None:
-            check_best_model(study, run_dir)
-            self.split_seed = split_seed(study, self.config.seed)
+            self._resume(study)
         self.prepare(*preprocessing_for(space.to_dict()["image_size"], source_configs[space.sources[0]]))
         prepare_run_dir(run_dir)
-        if self.storage is None:
-            self.storage = self._open_storage()
-        if study is None:
-            study = self._create_study(replace(identity, dataset_content=self.content_fingerprint), replaced)
+        with claim_lock(run_dir):  # one creator: a search started at the same moment joins the study made here
+            if self.storage is None:
+                self.storage = self._open_storage()
+            if study is None and not replaced:
+                study, replaced = self._existing_study(identity)
+                if study is not None:
+                    self._resume(study)
+            if study is None:
+                study = self._create_study(replace(identity, dataset_content=self.content_fingerprint), replaced)
         refresh_identity(study, identity)
         write_job(study, JobSettings.of(self.config))
         self._make_runner(source_configs)
@@ -218,6 +223,13 @@ class TransferSearch:
         call_observers("search_start", run_dir=run_dir, study=study, settings={**self.settings(), "worker": True})
         return study
 
+    def _resume(self, study: optuna.Study) -> None:
+        """Check the ``best/`` of a study to resume, and split the images with the seed it was created with."""
+        check_best_model(study, self.config.run_dir)
+        if split_seed(study, self.config.seed) != self.split_seed:
+            self.split_seed = split_seed(study, self.config.seed)
+            self._prepared.clear()
+
     def recover(self, study: optuna.Study, exit_reasons: Mapping[int, str] | None = None) -> None:
         """Settle the trials of dead workers (see :mod:`automl_transfer.search.recovery`), then the summary.
 
@@ -233,6 +245,8 @@ class TransferSearch:
         settings = asdict(self.config)
         settings["run_dir"] = str(self.config.run_dir)
         settings["weights_dir"] = None if self.config.weights_dir is None else str(self.config.weights_dir)
+        settings["sources"] = list(self.space.sources)  # as trained: after --weights none / --weights-dir
+        settings["resolved_device"] = str(self.device)
         return settings
 
     def prepare(self, image_size: int, interpolation: str) -> PreparedData:
@@ -322,55 +336,27 @@ class TransferSearch:
         # Seeded by the trial's number: reproducible, and parallel workers sample different trials.
         return make_sampler(self.config, self.config.seed + trials_so_far)
 
-    def _existing_study(self, identity: SearchIdentity) -> tuple[optuna.Study | None, list[str]]:
-        """Find the search the run dir (or the RDB storage, by study name) already holds.
-
-        A run dir holds one search: its journal's study is resumed when it has the same
-        identity, whatever its name, and refused otherwise.
-
-        :returns: ``(study, [])`` to resume; ``(None, names)`` when the studies ``names`` hold
-            a different search and ``--force-new`` replaces them; ``(None, [])`` when there is none.
-        :raises RunDirError: a different search without ``--force-new``.
-        """
-        if self.storage is None:
-            return None, []
-        names = optuna.get_all_study_names(self.storage)
-        if self.config.study in names:
-            candidates = [self.config.study]
-        else:
-            candidates = names if self.config.storage is None else []
-        differences: list[str] = []
-        trials = 0
-        for name in candidates:
-            study = self.load_study(name)
-            different = identity.differences(recorded_identity(study), lambda: self.content_fingerprint)
-            differences += [key for key in different if key not in differences]
-            trials += len(study.trials)
-            if len(candidates) == 1 and not differences:
-                self.config.study = name
-                return study, []
-        if not candidates:
-            return None, []
-        if not self.config.force_new:
-            found = ", ".join(repr(name) for name in candidates)
-            what = f"a different {', '.join(differences)}" if differences else "several searches"
-            model = " and its best model" if (self.config.run_dir / BEST_LINK).is_symlink() else ""
-            raise RunDirError(f"run dir {self.config.run_dir} holds study {found} with {what}; pass --force-new to "
-                              f"delete it ({trials} trial(s){model}) and start over, or choose another --run-dir")
-        return None, candidates
+    def _existing_study(self, identity: SearchIdentity, settled: bool = True) -> tuple[optuna.Study | None, list[str]]:
+        """Find the search the run dir already holds (see :func:`~automl_transfer.search.existing.existing_study`)."""
+        study, replaced = existing_study(self.storage, self.config, identity, self.load_study,
+                                         lambda: self.content_fingerprint, settled)
+        if study is not None:
+            self.config.study = study.study_name
+        return study, replaced
 
     def _create_study(self, identity: SearchIdentity, replaced: list[str]) -> optuna.Study:
         for name in replaced:
             optuna.delete_study(study_name=name, storage=self.storage)
         if replaced:
             remove_best(self.config.run_dir)
-        study = optuna.create_study(
-            study_name=self.config.study,
-            storage=self.storage,
-            direction=self.direction,
-            sampler=make_sampler(self.config),
-            pruner=make_pruner(self.config),
-        )
+        with optuna_log(quiet=self.config.quiet):  # "A new study created in ..." is Optuna's INFO line
+            study = optuna.create_study(
+                study_name=self.config.study,
+                storage=self.storage,
+                direction=self.direction,
+                sampler=make_sampler(self.config),
+                pruner=make_pruner(self.config),
+            )
         write_identity(study, identity)
         order = None
         if self.config.rank_prior and sum(not random_weights(source) for source in self.space.sources) >= 2:

@@ -9,22 +9,32 @@ from pathlib import Path
 from typing import Any
 
 
-def write_json_atomically(path: Path, content: dict[str, Any]) -> None:
+def write_json_atomically(path: Path, content: dict[str, Any], sort_keys: bool = True) -> None:
     """Write ``content`` as JSON to ``path`` so that readers see the old or the new file, never half of one.
 
-    The text is written to a temporary file beside ``path``, synced to disk and renamed over
-    ``path``. When anything fails (a full disk, say) the temporary file is removed and
-    ``path`` is left as it was.
+    See :func:`write_bytes_atomically`.
 
+    :param sort_keys: write the keys sorted (``False`` keeps their order).
     :raises OSError: the disk refused the write.
     :raises TypeError: ``content`` is not JSON-serialisable (nothing is written).
     """
+    write_bytes_atomically(Path(path), (json.dumps(content, indent=2, sort_keys=sort_keys) + "\n").encode())
+
+
+def write_bytes_atomically(path: Path, content: bytes) -> None:
+    """Write ``content`` to ``path`` so that readers see the old or the new file, never half of one.
+
+    The bytes are written to a temporary file beside ``path``, synced to disk and renamed over
+    ``path``. When anything fails (a full disk, say) the temporary file is removed and
+    ``path`` is left as it was.
+
+    :raises OSError: the disk refused the write; its ``filename`` is ``path``.
+    """
     path = Path(path)
-    text = json.dumps(content, indent=2, sort_keys=True) + "\n"
-    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False)
+    handle = tempfile.NamedTemporaryFile("wb", dir=path.parent, prefix=f".{path.name}.", delete=False)
     try:
         with handle:
-            handle.write(text)
+            handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(handle.name, 0o666 & ~current_umask())

@@ -50,7 +50,8 @@ def open_storage(
     :param read_only: read the journal without writing anything to the run dir (no repair,
         no lock file); a torn last record is then only reported.
     :returns: the storage.
-    :raises StorageError: the URL cannot be reached or opened; the journal has a bad line
+    :raises StorageError: the URL cannot be reached or opened, or names an in-memory SQLite
+        database (see :func:`refuse_memory_storage`); the journal has a bad line
         before its end (:class:`~automl_transfer.storage.journal.JournalCorruptError`) or cannot
         be read or repaired.
     """
@@ -60,6 +61,7 @@ def open_storage(
 
     if storage_url is None:
         return JournalStorage(_journal_backend(Path(run_dir) / JOURNAL_NAME, read_only))
+    refuse_memory_storage(storage_url)
     scheme = storage_url.partition("://")[0].split("+")[0].lower()
     engine_kwargs = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT}} if scheme in ("postgresql", "mysql") else {}
     try:
@@ -82,6 +84,29 @@ def open_storage(
             f"cannot open storage {redact_url(storage_url)}: {type(error).__name__}: {first_line(error)}; "
             "check the URL and that the server is up and accepts connections"
         ) from error
+
+
+def refuse_memory_storage(storage_url: str) -> None:
+    """Refuse an SQLite URL without a file (``sqlite://``, ``sqlite:///``, ``:memory:``, ``mode=memory``).
+
+    Such a study lives in one process's memory: it is gone when the search ends, workers cannot
+    join it, and the ``resume with:`` line could resume nothing.
+
+    :raises StorageError: for such a URL; any other URL (even a malformed one) passes.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(storage_url)
+    except ArgumentError:
+        return  # RDBStorage reports it
+    in_memory = not url.database or ":memory:" in url.database or url.query.get("mode") == "memory"
+    if url.get_backend_name() == "sqlite" and in_memory:
+        raise StorageError(
+            f"--storage {storage_url} is an in-memory SQLite database, lost when the process ends; give a file "
+            "(sqlite:///runs/study.db), or leave --storage out to keep the study in the run dir's journal"
+        )
 
 
 def _journal_backend(journal: Path, read_only: bool) -> ReadOnlyJournalBackend | TailRepairingJournalBackend:

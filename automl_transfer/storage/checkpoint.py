@@ -271,6 +271,8 @@ def _read_info(info_path: Path) -> dict[str, Any]:
         content = json.loads(info_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise RunDirError(f"{info_path} is not valid JSON ({error}); {advice}") from None
+    except RecursionError:
+        raise RunDirError(f"{info_path} is nested too deeply to be a model.json; {advice}") from None
     if not isinstance(content, dict):
         raise RunDirError(f"{info_path} does not hold a JSON object; {advice}")
     return content

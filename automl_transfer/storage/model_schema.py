@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
+from automl_transfer.contract.class_names import name_problem
 from automl_transfer.contract.components import INTERPOLATION_NAMES, MAX_IMAGE_SIZE
 from automl_transfer.errors import RunDirError
 
@@ -77,9 +78,10 @@ FIELDS: dict[str, Callable[[Any], str | None]] = {
     "head": _text,
     "head_params": _head_params,
     "num_classes": _whole(2, MAX_CLASSES),
-    "class_names": lambda value: None
-    if isinstance(value, list) and all(isinstance(name, str) for name in value)
-    else "must be a list of texts",
+    "class_names": lambda value: (
+        "must be a list of texts" if not isinstance(value, list) or any(not isinstance(name, str) for name in value)
+        else "holds an empty or blank name" if any(name_problem(name) for name in value) else None
+    ),
     "preprocessing": _mapping,
     "params": _mapping,
     "metric": _text,
