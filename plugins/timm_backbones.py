@@ -138,7 +138,7 @@ def _timm_name(model: str, weights: str | None) -> str:
         close = difflib.get_close_matches(architecture, timm.list_models(), n=3)
         hint = f"; did you mean {', '.join(f'timm:{match}' for match in close)}?" if close else ""
         raise UnknownComponentError(
-            f"timm has no model {architecture!r}{hint} (python -c \"import timm; print(timm.list_models('*resnet*'))\" "
+            f"timm has no model {model!r}{hint} (python -c \"import timm; print(timm.list_models('*resnet*'))\" "
             "lists models by pattern)"
         )
     tag = model_tag

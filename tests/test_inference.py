@@ -376,6 +376,7 @@ TAMPERED = [
     ("value not a number", ("value",), "high", "value ('high') must be a finite number"),
     ("an empty class name", ("class_names",), ["", "dog", "fish"], "holds an empty or blank name"),
     ("a blank class name", ("class_names",), ["cat", " ", "fish"], "holds an empty or blank name"),
+    ("a path as the architecture", ("architecture",), "../../../etc/passwd", "timm has no model '../../../etc/passwd'"),
 ]
 
 
