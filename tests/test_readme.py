@@ -64,3 +64,14 @@ def test_the_demo_paragraph_quotes_what_the_demo_prints_with_its_own_settings() 
     words = {5: "five", 6: "six", 8: "eight", 10: "ten"}
     assert f"only {words.get(settings.per_class, settings.per_class)} labelled crops per photograph" in paragraph.replace("\n", " ")
     assert f"{settings.trials} trials" in paragraph.replace("\n", " ")
+
+
+def test_the_search_space_key_table_is_the_trial_settings_table() -> None:
+    """The README's table of keys is generated from the one declaration of the trial settings."""
+    from automl_transfer.contract.trial_settings import readme_table
+
+    body = README.split("## Search-space format\n", 1)[1]
+    start = body.index("| Key | Values |")
+    assert body[start:body.index("\n\n", start)] == readme_table(), (
+        "the README's key table differs from automl_transfer/contract/trial_settings.py; paste readme_table()'s text"
+    )

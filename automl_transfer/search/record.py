@@ -114,18 +114,13 @@ class JobSettings:
 
     @classmethod
     def of(cls, config: SearchConfig) -> JobSettings:
-        """Return the job settings of ``config``, run from the current directory."""
-        return cls(
-            trials=config.trials,
-            seed=config.seed,
-            pruner=config.pruner,
-            sampler=config.sampler,
-            skip_bad_images=config.skip_bad_images,
-            compile=config.compile,
-            run_dir=str(config.run_dir),
-            cwd=os.getcwd(),
-            heartbeat_interval=config.heartbeat_interval,
-        )
+        """Return the job settings of ``config`` (its fields of the same names), run from the current directory."""
+        copied = {name: getattr(config, name) for name in _CONFIG_FIELDS}
+        return cls(**copied, run_dir=str(config.run_dir), cwd=os.getcwd())
+
+
+#: The job settings that are :class:`SearchConfig` fields of the same name and meaning.
+_CONFIG_FIELDS = tuple(field.name for field in dataclasses.fields(JobSettings) if field.name not in ("run_dir", "cwd"))
 
 
 @dataclass(frozen=True)
@@ -159,20 +154,9 @@ class StudyRecord:
         """
         runtime.setdefault("run_dir", None)
         runtime["run_dir"] = runtime["run_dir"] or Path(self.job.run_dir)
-        return SearchConfig(
-            dataset=self.identity["dataset"],
-            space=self.identity["space"],
-            trials=self.job.trials,
-            study=name,
-            seed=self.job.seed,
-            metric=self.identity["metric"],
-            pruner=self.job.pruner,
-            sampler=self.job.sampler,
-            val_fraction=self.identity["val_fraction"],
-            skip_bad_images=self.job.skip_bad_images,
-            compile=self.job.compile,
-            **runtime,
-        )
+        job = {field_name: getattr(self.job, field_name) for field_name in _CONFIG_FIELDS}
+        identity = {key: self.identity[key] for key in ("dataset", "metric", "val_fraction")}
+        return SearchConfig(**{**job, **identity, "space": self.identity["space"], "study": name, **runtime})
 
 
 def write_identity(study: optuna.Study, identity: SearchIdentity) -> None:
