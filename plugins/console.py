@@ -20,7 +20,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from automl_transfer.plugin import hookimpl, leaderboard, wide_console
+from automl_transfer.plugin import hookimpl
+from automl_transfer.plugin_observers import leaderboard, trial_counts, wide_console
 
 
 class ConsoleObserver:
@@ -48,8 +49,6 @@ class ConsoleObserver:
         self.study = study
         self.show_progress = not self.quiet and not settings.get("worker") and settings.get("workers", 1) == 1
         if self.show_progress:
-            from automl_transfer.plugin import trial_counts
-
             counts = trial_counts(study)
             done = counts["n_complete"] + counts["n_pruned"] + counts["n_failed"]
             self.trials_task = self.display().add_task("trials", total=settings.get("trials"), completed=done)
