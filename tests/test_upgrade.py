@@ -70,6 +70,16 @@ def test_a_release_that_adds_a_setting_with_an_old_behaviour_default_resumes_old
     assert len(study.trials) == 2
 
 
+def test_a_release_that_adds_a_setting_whose_default_changes_what_old_runs_did_refuses(
+    old_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    on_by_default = dataclasses.replace(MIXUP, default=0.5, absent=0.0)  # runs before it had no mixup
+    monkeypatch.setattr(trial_settings, "SETTINGS", (*trial_settings.SETTINGS, on_by_default))
+    with pytest.raises(RunDirError, match=r"different mixup default \(0.0 when it was made, 0.5 in this release; "
+                                          r"write `mixup: 0.0` in the space to keep it\); pass --force-new"):
+        search(old_run, 3).open()
+
+
 def test_a_release_that_changes_a_default_refuses_naming_it_and_force_new(
     old_run: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -118,10 +118,15 @@ class Setting:
         return kind_type | None if self.nullable else kind_type
 
     @property
+    def before_it_existed(self) -> Any:
+        """The value runs made before the setting existed trained with: ``absent`` when declared, else the default."""
+        return self.default if self.absent is _SAME else self.absent
+
+    @property
     def fallback(self) -> Any:
         """What a record (or a ``TrialSettings``) that lacks the setting means: ``absent``, else a default
         that is one value; :data:`REQUIRED` for a required setting or a default range (``lr``)."""
-        value = self.default if self.absent is _SAME else self.absent
+        value = self.before_it_existed
         return REQUIRED if isinstance(value, dict) and self.kind != "extra" else value
 
 

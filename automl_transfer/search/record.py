@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from automl_transfer.contract.trial_settings import yaml_text
+from automl_transfer.contract.trial_settings import settings_by_name, yaml_text
 from automl_transfer.search.config import SearchConfig
 
 if TYPE_CHECKING:
@@ -107,8 +107,9 @@ class SearchIdentity:
     def space_differences(self, recorded: Mapping[str, Any]) -> list[str]:
         """Compare the space this search trains with to the recorded one, key by key.
 
-        A key the recorded space lacks and this space leaves out is a setting added since, at a
-        default that keeps the old behaviour: it is no difference.
+        A key the recorded space lacks and this space leaves out is a setting added since: it
+        is no difference when its default is the value the run trained with before it existed
+        (its ``absent`` value in the settings table; without one, the default is that value).
 
         :param recorded: the identity a study records.
         :returns: ``["space"]`` when the keys the user wrote make a difference, and one text per
@@ -117,7 +118,9 @@ class SearchIdentity:
         before, now = recorded_space(recorded), {**self.defaults, **self.space}
         found: list[str] = []
         for key in dict.fromkeys([*before, *now]):
-            if (key not in before and key not in self.space) or before.get(key) == now.get(key):
+            if key not in before and key not in self.space:
+                before[key] = _value_before(key, now[key])
+            if before.get(key, _GONE) == now.get(key, _GONE):
                 continue
             if key in self.space or key not in now:
                 found += [] if "space" in found else ["space"]
@@ -126,6 +129,21 @@ class SearchIdentity:
                 found.append(f"{key} default ({old} when it was made, {new} in this release; "
                              f"write `{key}: {old}` in the space to keep it)")
         return found
+
+
+_GONE = object()
+
+
+def _value_before(key: str, default: Any) -> Any:
+    """The value runs made before setting ``key`` existed trained with, normalised.
+
+    :param default: the setting's default now, normalised: the answer unless the table declares
+        another ``absent`` value for the setting.
+    """
+    setting = settings_by_name().get(key)
+    if setting is None or setting.before_it_existed == setting.default:
+        return default
+    return setting.before_it_existed
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,8 @@ class _TrialParamsMethods:
 
     def training_values(self) -> dict[str, Any]:
         """Return ``{name: value}`` of the settings the trainer reads (``TrialSettings``' own fields)."""
-        return {setting.name: getattr(self, setting.name) for setting in trial_fields() if setting.trains}
+        trained = {setting.name for setting in trial_fields() if setting.trains}
+        return {spec.name: getattr(self, spec.name) for spec in dataclasses.fields(self) if spec.name in trained}
 
 
 def table_fields(settings: tuple[Setting, ...]) -> list[tuple[str, Any, dataclasses.Field]]:
