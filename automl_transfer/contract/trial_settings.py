@@ -18,7 +18,10 @@ from typing import Any
 
 from automl_transfer.contract.components import MAX_IMAGE_SIZE
 
+
 class _Required:
+    """The type of :data:`REQUIRED`, which reads as its name in messages and reprs."""
+
     def __repr__(self) -> str:
         return "REQUIRED"
 
