@@ -30,8 +30,8 @@ builders keeps ``automl-transfer plugins`` and ``--help`` fast. Each audience ha
 - :mod:`automl_transfer.plugin_observers`, for observers (it imports optuna and rich):
   ``leaderboard``, ``wide_console``, ``trial_counts``.
 
-The built-in plugins import nothing else from automl-transfer. The names of the other two
-modules are still served here, with a ``DeprecationWarning`` saying where they moved.
+The built-in plugins import nothing but these three modules from automl-transfer. The names
+that moved to the other two are still served here, with a ``DeprecationWarning`` saying where.
 """
 
 from __future__ import annotations
