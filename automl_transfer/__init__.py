@@ -1,7 +1,9 @@
 """automl-transfer: search pretrained backbones, heads and fine-tuning settings with Optuna.
 
-This module is the Python API: :class:`TransferSearch`, :class:`SearchConfig`, :func:`load_model`
-and the errors (imported on first use, so ``import automl_transfer`` stays light). Backbones,
+This module is the Python API: :class:`TransferSearch`, :class:`SearchConfig`, :func:`load_model`,
+the worker API :func:`join_search` and :func:`work` (a worker of a recorded search, from Python:
+a SLURM array task, a Kubernetes Job, a Ray task) and the errors (imported on first use, so
+``import automl_transfer`` stays light). Backbones,
 heads and datasets come from pluggy plugins (entry-point group ``automl_transfer``); a plugin
 imports what it needs from :mod:`automl_transfer.plugin`. ``ARCHITECTURE.md`` maps the packages.
 """
@@ -28,7 +30,9 @@ __all__ = [
     "AutoMLTransferError",
     "SearchConfig",
     "TransferSearch",
+    "join_search",
     "load_model",
+    "work",
     "DatasetError",
     "PluginError",
     "RunDirError",
@@ -41,7 +45,7 @@ __all__ = [
 
 
 def __getattr__(name):
-    """Import the search and inference front doors on first use, keeping plain imports light."""
+    """Import the search, worker and inference front doors on first use, keeping plain imports light."""
     if name == "TransferSearch":
         from automl_transfer.search.search import TransferSearch
 
@@ -50,6 +54,10 @@ def __getattr__(name):
         from automl_transfer.search.config import SearchConfig
 
         return SearchConfig
+    if name in ("join_search", "work"):
+        from automl_transfer.search import join
+
+        return getattr(join, name)
     if name == "load_model":
         from automl_transfer.inference.predictor import load_model
 

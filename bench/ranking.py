@@ -45,7 +45,7 @@ from automl_transfer.model.sources import build_backbone
 from automl_transfer.ranking.rank import estimate, source_features
 from automl_transfer.registry import load_plugins
 from automl_transfer.search.refit import all_labelled
-from automl_transfer.space.start_points import DEFAULT_START_POINTS
+from automl_transfer.contract.trial_settings import DEFAULT_START_POINTS
 from automl_transfer.training.evaluation import evaluate
 from automl_transfer.training.params import TrialParams
 from automl_transfer.training.trial import run_trial

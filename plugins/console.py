@@ -24,7 +24,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from automl_transfer.plugin import hookimpl, leaderboard, wide_console
+from automl_transfer.plugin import hookimpl
+from automl_transfer.plugin_observers import leaderboard, trial_counts, wide_console
 
 #: Off a terminal, the seconds between two progress lines of one phase of work outside trials.
 PHASE_LINE_SECONDS = 30.0
@@ -57,8 +58,6 @@ class ConsoleObserver:
         self.show_progress = not self.quiet and not settings.get("worker") and settings.get("workers", 1) == 1
         if self.quiet or settings.get("worker"):
             return
-        from automl_transfer.plugin import trial_counts
-
         counts = trial_counts(study)
         done = counts["n_complete"] + counts["n_pruned"] + counts["n_failed"]
         sources = settings.get("sources") or []

@@ -25,8 +25,8 @@ LAYERS = [
     {"training", "space"},
     {"inference", "ranking"},
     {"search"},
-    {"reporting", "plugin"},
-    {"demo"},
+    {"reporting"},
+    {"plugin", "plugin_testing", "plugin_observers", "demo"},
     {"commands"},
     {"__init__", "__main__"},
 ]
@@ -109,11 +109,15 @@ def test_there_is_no_import_cycle():
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
 
 
+#: The public plugin API, one module per audience: component authors, observers, a plugin's tests.
+PLUGIN_API = {"automl_transfer.plugin", "automl_transfer.plugin_observers", "automl_transfer.plugin_testing"}
+
+
 def test_built_in_plugins_import_only_the_public_plugin_api():
     wrong = []
     for path in sorted((ROOT / "plugins").glob("*.py")):
         for line, module in _imports(path):
-            if module.split(".")[0] == "automl_transfer" and not module.startswith("automl_transfer.plugin"):
+            if module.split(".")[0] == "automl_transfer" and ".".join(module.split(".")[:2]) not in PLUGIN_API:
                 wrong.append(f"plugins/{path.name}:{line} imports {module}")
             if any(part.startswith("_") and not part.startswith("__") for part in module.split(".")):
                 wrong.append(f"plugins/{path.name}:{line} imports the private {module}")

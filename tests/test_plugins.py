@@ -514,7 +514,7 @@ def test_the_import_paths_of_version_0_1_still_work_and_say_where_names_moved():
     import automl_transfer.datasets as old_datasets
     import automl_transfer.hookspecs as old_hookspecs
     import automl_transfer.plugins as old_plugins
-    from automl_transfer import plugin
+    from automl_transfer import plugin, plugin_testing
 
     with pytest.warns(DeprecationWarning, match="automl_transfer.hookspecs.hookimpl moved: import it from automl_transfer.plugin"):
         assert old_hookspecs.hookimpl is plugin.hookimpl
@@ -523,15 +523,38 @@ def test_the_import_paths_of_version_0_1_still_work_and_say_where_names_moved():
     with pytest.warns(DeprecationWarning):
         assert old_datasets.parse_options is plugin.parse_options
     with pytest.warns(DeprecationWarning):
-        assert old_plugins.register_plugin is plugin.register_plugin
+        assert old_plugins.register_plugin is plugin_testing.register_plugin
     with pytest.raises(AttributeError):
         old_components.Nothing  # noqa: B018
 
 
-def test_the_plugin_api_imports_no_torch_timm_or_optuna():
-    code = "import sys, automl_transfer.plugin; print(sorted({'torch', 'timm', 'optuna'} & set(sys.modules)))"
+@pytest.mark.parametrize("module", ["automl_transfer.plugin", "automl_transfer.plugin_testing"])
+def test_the_plugin_api_imports_no_torch_timm_or_optuna(module):
+    code = f"import sys, {module}; print(sorted({{'torch', 'timm', 'optuna'}} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_the_plugin_api_is_split_by_audience_and_the_moved_names_still_work_with_a_warning():
+    from automl_transfer import plugin, plugin_observers, plugin_testing, registry
+    from automl_transfer.reporting import leaderboard
+    from automl_transfer.search import counting
+
+    authors = set(plugin.__all__)
+    assert {"hookimpl", "Backbone", "ImageDataset", "parse_options", "DatasetError"} <= authors
+    assert not authors & (set(plugin_testing.__all__) | set(plugin_observers.__all__))
+    assert set(plugin_testing.__all__) == {"register_plugin", "unregister_plugin"} and "get_component" in authors
+    assert set(plugin_observers.__all__) == {"leaderboard", "wide_console", "trial_counts"}
+    moved = {"register_plugin": registry.register_plugin,
+             "unregister_plugin": registry.unregister_plugin, "leaderboard": leaderboard.leaderboard,
+             "wide_console": leaderboard.wide_console, "trial_counts": counting.trial_counts}
+    for name, value in moved.items():
+        audience = "plugin_testing" if hasattr(plugin_testing, name) else "plugin_observers"
+        with pytest.warns(DeprecationWarning, match=f"automl_transfer.plugin.{name} moved: import it from "
+                                                    f"automl_transfer.{audience}"):
+            assert getattr(plugin, name) is value
+    with pytest.raises(AttributeError):
+        plugin.Nothing  # noqa: B018
 
 
 def test_tracing_shows_every_hook_call_on_stderr():

@@ -100,3 +100,14 @@ def test_the_quick_start_runs_as_written_offline_with_weights_none(tmp_path: Pat
         result = subprocess.run([*CLI, *command[1:]], cwd=tmp_path, env=environment, capture_output=True, text=True,
                                 timeout=300)
         assert result.returncode == 0, (command, result.stderr)
+
+
+def test_the_search_space_key_table_is_the_trial_settings_table() -> None:
+    """The README's table of keys is generated from the one declaration of the trial settings."""
+    from automl_transfer.contract.trial_settings import readme_table
+
+    body = README.split("## Search-space format\n", 1)[1]
+    start = body.index("| Key | Values |")
+    assert body[start:body.index("\n\n", start)] == readme_table(), (
+        "the README's key table differs from automl_transfer/contract/trial_settings.py; paste readme_table()'s text"
+    )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 from automl_transfer.errors import EXIT_INTERRUPTED
@@ -48,27 +47,15 @@ def run(args: argparse.Namespace) -> int:
     import optuna
     import torch
 
-    from automl_transfer.search.join import join_search
-    from automl_transfer.search.signals import interrupt_on_signals
+    from automl_transfer.search.join import work
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
-    with interrupt_on_signals():
-        search, study = join_search(
-            run_dir=args.run_dir,
-            storage=args.storage,
-            study=args.study,
-            device=args.device,
-            quiet=args.quiet,
-            heartbeat_interval=args.heartbeat_interval,
-            follow_cwd=True,
-        )
-        deadline = None if args.timeout is None else time.monotonic() + args.timeout
-        try:
-            search.work(study, deadline)
-        except KeyboardInterrupt:
-            print(f"worker {os.getpid()} interrupted: its trial was recorded as interrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
+    try:
+        work(args.run_dir, args.storage, args.study, args.device, args.quiet, args.timeout, args.heartbeat_interval,
+             follow_cwd=True)
+    except KeyboardInterrupt:
+        print(f"worker {os.getpid()} interrupted: its trial was recorded as interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
-

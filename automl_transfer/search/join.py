@@ -1,14 +1,17 @@
-"""Joining a search from another process or machine: ``automl-transfer worker``.
+"""Joining a search from another process or machine: the public worker API and ``automl-transfer worker``.
 
 :func:`join_search` finds the study a ``search`` command recorded (in a run dir's journal or
 an RDB storage), rebuilds the search's settings from the study's record
 (:mod:`automl_transfer.search.record`) and attaches to it; the caller then runs
-``search.work(study)``.
+``search.work(study)``. :func:`work` does both: it is one worker, for a SLURM array task, a
+Kubernetes Job or a Ray task. Both are exported as ``automl_transfer.join_search`` and
+``automl_transfer.work``.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import optuna
@@ -17,6 +20,7 @@ from automl_transfer.errors import AutoMLTransferError, RunDirError
 from automl_transfer.registry import load_plugins
 from automl_transfer.search.record import StudyRecord
 from automl_transfer.search.search import TransferSearch
+from automl_transfer.search.signals import interrupt_on_signals
 from automl_transfer.storage.backends import (
     HEARTBEAT_INTERVAL,
     open_run_storage,
@@ -76,3 +80,38 @@ def join_search(
     )
     search = TransferSearch(config)
     return search, search.attach()
+
+
+def work(
+    run_dir: str | Path | None = None,
+    storage: str | None = None,
+    study: str | None = None,
+    device: str = "auto",
+    quiet: bool = False,
+    timeout: float | None = None,
+    heartbeat_interval: int | None = None,
+    follow_cwd: bool = False,
+) -> int:
+    """Be one worker of a recorded search: join it and run its trials in this process until none is left.
+
+    The Python form of ``automl-transfer worker``, for a SLURM array task, a Kubernetes Job or a
+    Ray task. Trials are claimed one at a time, so any number of workers together finish exactly
+    the trial count the latest ``search`` command asked for. In the main thread, the first
+    Ctrl-C or SIGTERM stops the worker: its running trial is recorded ``interrupted`` and re-queued.
+
+    Example, one PostgreSQL search and a worker per SLURM array task::
+
+        import automl_transfer
+        automl_transfer.work(storage="postgresql://user:pw@db/automl", study="pets", device="cuda")
+
+    :param timeout: claim no trial after this many seconds (the running one finishes).
+    :param run_dir: and ``storage``, ``study``, ``device``, ``quiet``, ``heartbeat_interval``,
+        ``follow_cwd``: as for :func:`join_search`.
+    :returns: how many of the study's trials have finished (complete, pruned or failed), by every worker.
+    :raises AutoMLTransferError: no such search, changed data, or a bad device or storage.
+    :raises KeyboardInterrupt: after a stop signal, once the running trial was recorded as interrupted.
+    """
+    with interrupt_on_signals():
+        search, joined = join_search(run_dir, storage, study, device, quiet, heartbeat_interval, follow_cwd)
+        search.work(joined, None if timeout is None else time.monotonic() + timeout)
+    return search.finished(joined)

@@ -3,9 +3,13 @@
 A search writes two user attrs on its study, and everything that reads them goes through this
 module:
 
-- ``automl_transfer`` (:class:`SearchIdentity`): the dataset and its fingerprint, the
-  normalised space and its fingerprint, the metric and the validation split. A run dir's
-  study is resumed only by a search with the same identity.
+- ``automl_transfer`` (:class:`SearchIdentity`): the dataset and its fingerprint, the space as
+  the user wrote it (normalised) and the defaults in force for the keys it left out, the metric
+  and the validation split, with the record's ``format``. A run dir's study is resumed only by a
+  search with the same identity, so that it never goes on with other settings; a release that
+  adds a setting whose default keeps the old behaviour still resumes it, and one that changes a
+  default names the setting (:meth:`SearchIdentity.differences`). Records without ``format``
+  (0.1) hold the whole space, defaults filled in, and are compared the same way.
 - ``automl_transfer_job`` (:class:`JobSettings`): the settings of the latest ``search``
   command (trial count, sampler, pruner, seed, run dir, working directory ...). Workers rebuild
   the whole search from the two attrs (:meth:`StudyRecord.search_config`), and read the trial
@@ -24,10 +28,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from automl_transfer.contract.trial_settings import settings_by_name, yaml_text
 from automl_transfer.search.config import SearchConfig
 
 if TYPE_CHECKING:
@@ -39,6 +44,17 @@ IDENTITY_ATTR = "automl_transfer"
 JOB_ATTR = "automl_transfer_job"
 #: The study user attr holding the ranking of the sources (``rank``'s scores), when one was made.
 RANKING_ATTR = "automl_transfer_ranking"
+#: The format of the identity this release writes: ``space`` holds what the user wrote, ``defaults``
+#: the defaults in force for the rest. Records without ``format`` (0.1) hold the whole space in ``space``.
+IDENTITY_FORMAT = 2
+
+
+def recorded_space(identity: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the normalised space a recorded identity trains with: what the user wrote over the defaults then.
+
+    :param identity: a recorded identity, of this format or of one without a format version.
+    """
+    return {**identity.get("defaults", {}), **identity.get("space", {})}
 
 
 @dataclass(frozen=True)
@@ -47,8 +63,7 @@ class SearchIdentity:
 
     :param dataset: the dataset text (``imagefolder:data/pets``).
     :param dataset_fingerprint: :func:`~automl_transfer.data.datasets.dataset_fingerprint` of its content.
-    :param space: the normalised search space (:meth:`SearchSpace.to_dict`).
-    :param space_fingerprint: the space's fingerprint.
+    :param space: the keys the search space names, normalised (:meth:`SearchSpace.written`).
     :param metric: the objective (``accuracy`` ...).
     :param val_fraction: the validation share split off datasets without a validation set.
     :param seed: the seed the search was created with. It seeds the validation split for good
@@ -58,24 +73,27 @@ class SearchIdentity:
     :param dataset_content: the dataset's fingerprint by file content, recorded when the study
         is created (``None`` in older records): when only the files' times changed (a file
         touched, a folder copied), it tells the same data from changed data.
+    :param defaults: the defaults in force for the keys the space leaves out (:meth:`SearchSpace.defaults`).
+    :param format: :data:`IDENTITY_FORMAT`.
     """
 
     dataset: str
     dataset_fingerprint: str
     space: dict[str, Any]
-    space_fingerprint: str
     metric: str
     val_fraction: float
     seed: int
     dataset_content: str | None = None
+    defaults: dict[str, Any] = field(default_factory=dict)
+    format: int = IDENTITY_FORMAT
 
-    #: The fields that must match for a study to be resumed.
-    COMPARED = ("dataset", "dataset_fingerprint", "space", "space_fingerprint", "metric", "val_fraction")
+    #: The fields besides the space that must match for a study to be resumed.
+    COMPARED = ("dataset", "dataset_fingerprint", "metric", "val_fraction")
 
     def differences(self, recorded: dict[str, Any], content: Callable[[], str] | None = None) -> list[str]:
-        """Return the compared fields whose recorded value differs from this identity's.
+        """Return the compared fields whose recorded value differs from this identity's, then the space's differences.
 
-        :param recorded: the identity a study records.
+        :param recorded: the identity a study records (of this format, or without one).
         :param content: returns the dataset's content fingerprint; called only when the files'
             sizes or times differ, and the dataset then counts as the same when it matches the
             recorded ``dataset_content``.
@@ -84,7 +102,48 @@ class SearchIdentity:
         if "dataset_fingerprint" in different and content is not None and recorded.get("dataset_content"):
             if recorded["dataset_content"] == content():
                 different.remove("dataset_fingerprint")
-        return different
+        return different + self.space_differences(recorded)
+
+    def space_differences(self, recorded: Mapping[str, Any]) -> list[str]:
+        """Compare the space this search trains with to the recorded one, key by key.
+
+        A key the recorded space lacks and this space leaves out is a setting added since: it
+        is no difference when its default is the value the run trained with before it existed
+        (its ``absent`` value in the settings table; without one, the default is that value).
+
+        :param recorded: the identity a study records.
+        :returns: ``["space"]`` when the keys the user wrote make a difference, and one text per
+            default that changed since (``patience default (5 when it was made, 3 in this release; ...)``).
+        """
+        before, now = recorded_space(recorded), {**self.defaults, **self.space}
+        found: list[str] = []
+        for key in dict.fromkeys([*before, *now]):
+            if key not in before and key not in self.space:
+                before[key] = _value_before(key, now[key])
+            if before.get(key, _GONE) == now.get(key, _GONE):
+                continue
+            if key in self.space or key not in now:
+                found += [] if "space" in found else ["space"]
+            else:
+                old, new = yaml_text(before[key]), yaml_text(now[key])
+                found.append(f"{key} default ({old} when it was made, {new} in this release; "
+                             f"write `{key}: {old}` in the space to keep it)")
+        return found
+
+
+_GONE = object()
+
+
+def _value_before(key: str, default: Any) -> Any:
+    """The value runs made before setting ``key`` existed trained with, normalised.
+
+    :param default: the setting's default now, normalised: the answer unless the table declares
+        another ``absent`` value for the setting.
+    """
+    setting = settings_by_name().get(key)
+    if setting is None or setting.before_it_existed == setting.default:
+        return default
+    return setting.before_it_existed
 
 
 @dataclass(frozen=True)
@@ -114,18 +173,13 @@ class JobSettings:
 
     @classmethod
     def of(cls, config: SearchConfig) -> JobSettings:
-        """Return the job settings of ``config``, run from the current directory."""
-        return cls(
-            trials=config.trials,
-            seed=config.seed,
-            pruner=config.pruner,
-            sampler=config.sampler,
-            skip_bad_images=config.skip_bad_images,
-            compile=config.compile,
-            run_dir=str(config.run_dir),
-            cwd=os.getcwd(),
-            heartbeat_interval=config.heartbeat_interval,
-        )
+        """Return the job settings of ``config`` (its fields of the same names), run from the current directory."""
+        copied = {name: getattr(config, name) for name in _CONFIG_FIELDS}
+        return cls(**copied, run_dir=str(config.run_dir), cwd=os.getcwd())
+
+
+#: The job settings that are :class:`SearchConfig` fields of the same name and meaning.
+_CONFIG_FIELDS = tuple(field.name for field in dataclasses.fields(JobSettings) if field.name not in ("run_dir", "cwd"))
 
 
 @dataclass(frozen=True)
@@ -159,20 +213,9 @@ class StudyRecord:
         """
         runtime.setdefault("run_dir", None)
         runtime["run_dir"] = runtime["run_dir"] or Path(self.job.run_dir)
-        return SearchConfig(
-            dataset=self.identity["dataset"],
-            space=self.identity["space"],
-            trials=self.job.trials,
-            study=name,
-            seed=self.job.seed,
-            metric=self.identity["metric"],
-            pruner=self.job.pruner,
-            sampler=self.job.sampler,
-            val_fraction=self.identity["val_fraction"],
-            skip_bad_images=self.job.skip_bad_images,
-            compile=self.job.compile,
-            **runtime,
-        )
+        job = {field_name: getattr(self.job, field_name) for field_name in _CONFIG_FIELDS}
+        identity = {key: self.identity[key] for key in ("dataset", "metric", "val_fraction")}
+        return SearchConfig(**{**job, **identity, "space": recorded_space(self.identity), "study": name, **runtime})
 
 
 def write_identity(study: optuna.Study, identity: SearchIdentity) -> None:

@@ -165,8 +165,8 @@ class TransferSearch:
         identity = SearchIdentity(
             dataset=self.config.dataset,
             dataset_fingerprint=self.fingerprint,
-            space=space.to_dict(),
-            space_fingerprint=space.fingerprint(),
+            space=space.written(),
+            defaults=space.defaults(),
             metric=self.config.metric,
             val_fraction=self.config.val_fraction,
             seed=self.config.seed,

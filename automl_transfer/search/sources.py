@@ -70,7 +70,7 @@ def apply_weights_choice(space: SearchSpace, weights: str | None, weights_dir: P
     sources = list(dict.fromkeys(offline_source(source, weights, folder) for source in space.sources))
     if sources == space.sources:
         return space
-    return SearchSpace.from_dict({**space.to_dict(), "source": sources}, origin=space.origin)
+    return SearchSpace.from_dict({**space.written(), "source": sources}, origin=space.origin)
 
 
 def check_sources(sources: list[str], backbones: BackboneCache) -> dict[str, dict[str, Any]]:

@@ -11,75 +11,25 @@ from __future__ import annotations
 import difflib
 import math
 import os
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from automl_transfer.contract.components import MAX_IMAGE_SIZE
+from automl_transfer.contract import trial_settings
+from automl_transfer.contract.trial_settings import Bounds
 from automl_transfer.data.augmentations import AUGMENTATIONS
 from automl_transfer.errors import PluginError, SearchSpaceError, UnknownComponentError
 from automl_transfer.model.source_spec import SOURCE_FORMAT, SourceSpec
 from automl_transfer.registry import get_component
 from automl_transfer.space.nodes import Choice, Fixed, Node, Range
-from automl_transfer.space.start_points import DEFAULT_START_POINTS
 
 _RANGE_KEYS = ("low", "high", "log", "step")
 
 
-@dataclass(frozen=True)
-class _Bounds:
-    """The values a numeric key accepts; ``None`` leaves a side open-ended."""
+def start_keys() -> tuple[str, ...]:
+    """The keys a start point may set: every key that can be searched, ``head`` by name."""
+    return tuple(setting.name for setting in trial_settings.trial_fields() if setting.kind != "extra")
 
-    low: float | None = None
-    high: float | None = None
-    low_excluded: bool = False
-    high_excluded: bool = False
-    why: str = ""
-
-    def violation(self, value: float) -> str | None:
-        """Return what is wrong with ``value`` (``"must be at most 1"``), or ``None``."""
-        why = f" ({self.why})" if self.why else ""
-        if self.low is not None and (value < self.low or (self.low_excluded and value == self.low)):
-            return f"must be {'greater than' if self.low_excluded else 'at least'} {self.low:g}{why}"
-        if self.high is not None and (value > self.high or (self.high_excluded and value == self.high)):
-            return f"must be {'less than' if self.high_excluded else 'at most'} {self.high:g}{why}"
-        return None
-
-
-@dataclass(frozen=True)
-class _Key:
-    """One top-level key: its value type (``float``, ``int``, ``bool``, ``source``, ``head``, ``extra``)."""
-
-    kind: str
-    default: Any
-    bounds: _Bounds = _Bounds()
-    nullable: bool = False
-
-
-_REQUIRED = object()
-
-#: Every top-level key, in the order trials receive them.
-_KEYS: dict[str, _Key] = {
-    "source": _Key("source", _REQUIRED),
-    "freeze_depth": _Key("float", 0.0, _Bounds(0.0, 1.0)),
-    "lr": _Key("float", {"low": 1.0e-5, "high": 1.0e-2, "log": True}, _Bounds(0.0, low_excluded=True)),
-    "weight_decay": _Key("float", 0.05, _Bounds(0.0)),
-    "l2sp": _Key("float", 0.0, _Bounds(0.0)),
-    "l1": _Key("float", 0.0, _Bounds(0.0)),
-    "head": _Key("head", "linear"),
-    "epochs": _Key("int", 10, _Bounds(1)),
-    "batch_size": _Key("int", 64, _Bounds(2, why="BatchNorm layers cannot train on one image at a time")),
-    "image_size": _Key("int", None, _Bounds(16, MAX_IMAGE_SIZE), nullable=True),
-    "label_smoothing": _Key("float", 0.0, _Bounds(0.0, 1.0, high_excluded=True)),
-    "augment": _Key("augment", "light"),
-    "warmup_epochs": _Key("float", 1.0, _Bounds(0.0)),
-    "min_steps": _Key("int", 200, _Bounds(0)),
-    "patience": _Key("int", 5, _Bounds(0)),
-    "extra": _Key("extra", {}),
-    "start": _Key("start", DEFAULT_START_POINTS),
-}
-#: The keys a start point may set: every key that can be searched, ``head`` by name.
-START_KEYS = tuple(key for key, spec in _KEYS.items() if spec.kind not in ("extra", "start"))
 
 _EXPECTED = {
     "float": "a number",
@@ -117,15 +67,16 @@ class Parser:
         if raw is None:
             raise self.fail("", "the search space is empty; it needs at least a `source` list")
         if not isinstance(raw, Mapping):
-            raise self.fail("", f"expected a mapping of keys ({', '.join(_KEYS)}), got {_type_name(raw)}")
-        valid = list(_KEYS)
+            raise self.fail("", f"expected a mapping of keys ({', '.join(trial_settings.settings_by_name())}), got {_type_name(raw)}")
+        keys = trial_settings.settings_by_name()
+        valid = list(keys)
         for key in raw:
-            if key not in _KEYS:
+            if key not in keys:
                 raise self.fail(str(key), f"unknown key{close_match(key, valid)}; valid keys are {', '.join(valid)}")
         if "source" not in raw:
             raise self.fail("source", "missing; list the backbones to transfer from: source: [timm:resnet18.a1_in1k]")
         nodes: dict[str, Any] = {}
-        for key, spec in _KEYS.items():
+        for key, spec in keys.items():
             value = raw.get(key, spec.default)
             if spec.kind == "head":
                 nodes[key] = self.heads(key, value)
@@ -142,7 +93,7 @@ class Parser:
         path: str,
         raw: Any,
         kind: str,
-        bounds: _Bounds = _Bounds(),
+        bounds: Bounds = Bounds(),
         nullable: bool = False,
         integer: bool | None = None,
     ) -> Node:
@@ -163,7 +114,7 @@ class Parser:
             return self.range(path, raw, kind, bounds, integer)
         return Fixed(self.scalar(path, raw, kind, bounds, nullable))
 
-    def scalar(self, path: str, raw: Any, kind: str, bounds: _Bounds, nullable: bool) -> Any:
+    def scalar(self, path: str, raw: Any, kind: str, bounds: Bounds, nullable: bool) -> Any:
         """Check one value against ``kind`` and ``bounds`` and return it normalised."""
         if raw is None and nullable:
             return None
@@ -192,7 +143,7 @@ class Parser:
             raise self.fail(path, f"{raw!r} {problem}")
         return raw if kind == "int" else float(raw)
 
-    def range(self, path: str, raw: Mapping, kind: str, bounds: _Bounds, integer: bool | None) -> Range:
+    def range(self, path: str, raw: Mapping, kind: str, bounds: Bounds, integer: bool | None) -> Range:
         """Parse ``{low, high, log?, step?}``; ``integer`` forces the range type for ``any`` values."""
         for key in raw:
             if key not in _RANGE_KEYS:
@@ -213,7 +164,7 @@ class Parser:
         low = self.scalar(f"{path}.low", low, number_kind, bounds, False)
         high = self.scalar(f"{path}.high", high, number_kind, bounds, False)
         if step is not None:
-            step = self.scalar(f"{path}.step", step, number_kind, _Bounds(0, low_excluded=True), False)
+            step = self.scalar(f"{path}.step", step, number_kind, Bounds(0, low_excluded=True), False)
         if not isinstance(log, bool):
             raise self.fail(f"{path}.log", f"expected true or false, got {_type_name(log)}")
         if low > high:
@@ -309,9 +260,9 @@ class Parser:
                 raise self.fail(where, f"expected a mapping of keys to values, got {_type_name(point)}")
             checked = {}
             for key, value in point.items():
-                if key not in START_KEYS:
-                    raise self.fail(f"{where}.{key}", f"a start point sets one of {', '.join(START_KEYS)}")
-                spec = _KEYS[key]
+                if key not in start_keys():
+                    raise self.fail(f"{where}.{key}", f"a start point sets one of {', '.join(start_keys())}")
+                spec = trial_settings.settings_by_name()[key]
                 if spec.kind == "head":
                     if value not in nodes["head"]:
                         raise self.fail(f"{where}.head", f"{value!r} is not a head of this space ({', '.join(nodes['head'])})")

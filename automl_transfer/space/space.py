@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import optuna
 
@@ -26,9 +26,11 @@ class SearchSpace:
     :ivar origin: where the space came from (``preset 'small'``, a file path), for messages.
     """
 
-    def __init__(self, nodes: dict[str, Any], origin: str):
+    def __init__(self, nodes: dict[str, Any], origin: str, written: Iterable[str] | None = None):
+        """:param written: the keys the space names itself (default: all); the rest took their defaults."""
         self._nodes = nodes
         self.origin = origin
+        self._written = frozenset(nodes if written is None else written)
 
     @classmethod
     def from_dict(
@@ -44,7 +46,7 @@ class SearchSpace:
         :raises PluginError: a head's plugin registered an invalid parameter space.
         """
         base = Path.cwd() if base_dir is None else Path(base_dir).absolute()
-        return cls(Parser(origin, base).space(data), origin)
+        return cls(Parser(origin, base).space(data), origin, written=list(data))
 
     @property
     def sources(self) -> list[str]:
@@ -134,6 +136,14 @@ class SearchSpace:
             else:
                 normalised[key] = node.to_json()
         return normalised
+
+    def written(self) -> dict[str, Any]:
+        """Return :meth:`to_dict` for the keys the space names itself: what the user wrote, normalised."""
+        return {key: value for key, value in self.to_dict().items() if key in self._written}
+
+    def defaults(self) -> dict[str, Any]:
+        """Return :meth:`to_dict` for the keys the space leaves out: the defaults in force for it."""
+        return {key: value for key, value in self.to_dict().items() if key not in self._written}
 
     def fingerprint(self) -> str:
         """Return a stable 16-hex-digit hash of :meth:`to_dict`: equal spaces, equal fingerprints."""

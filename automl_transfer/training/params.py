@@ -1,5 +1,8 @@
 """The settings of one trial, typed and resolved: from the search space to the trainer.
 
+:class:`TrialParams` has one field per row of the trial-settings table
+(:mod:`automl_transfer.contract.trial_settings`), made from it, so a new setting needs no edit here.
+
 :meth:`automl_transfer.space.SearchSpace.suggest` samples a plain dict; :meth:`TrialParams.resolve`
 turns it into a :class:`TrialParams` once, filling in what depends on the source model (its
 own image size and interpolation when the space leaves them open). The trainer, the
@@ -9,57 +12,27 @@ study's ``params`` user attr and ``model.json`` all hold this one object (as a d
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Mapping
+
+from automl_transfer.contract.trial_settings import REQUIRED, Setting, trial_fields
 
 #: The interpolation used when a source's data config names none.
 DEFAULT_INTERPOLATION = "bilinear"
 
 
-@dataclass(frozen=True)
-class TrialParams:
-    """Everything one trial trains with.
+class _TrialParamsMethods:
+    """Everything one trial trains with: a field per trial setting of
+    :data:`~automl_transfer.contract.trial_settings.SETTINGS` (their help says what each means),
+    and two the source decides:
 
-    :param source: ``PLUGIN:MODEL[@WEIGHTS]``, the backbone the trial starts from.
-    :param freeze_depth: the share of the backbone's parameter groups frozen, from the input side.
-    :param lr: the peak AdamW learning rate.
-    :param weight_decay: AdamW's decoupled weight decay.
-    :param l2sp: the L2-SP strength toward the starting weights (0: off).
-    :param l1: the L1 strength on the trainable weights (0: off).
-    :param head: the registered head's name.
     :param head_params: keyword arguments of the head's builder.
-    :param epochs: passes over the training split.
-    :param batch_size: images per optimiser step (the first size tried; see ``TrainedModel.batch_size``).
-    :param image_size: the side of the square training images, in pixels.
     :param interpolation: how images are resized (``bilinear``, ``bicubic`` ...).
-    :param label_smoothing: label smoothing of the training loss.
-    :param augment: how strongly images are cropped and flipped: ``none``, ``light`` or ``strong``.
-    :param warmup_epochs: epochs of linear learning-rate warm-up.
-    :param min_steps: the fewest optimiser steps the fit takes (small datasets make several
-        passes per epoch).
-    :param patience: epochs without improvement after which the trial stops (0: never).
-    :param extra: plugin settings, by name.
-    """
 
-    source: str
-    freeze_depth: float
-    lr: float
-    weight_decay: float
-    l2sp: float
-    head: str
-    head_params: dict[str, Any]
-    epochs: int
-    batch_size: int
-    image_size: int
-    interpolation: str
-    label_smoothing: float
-    augment: str
-    warmup_epochs: float
-    l1: float = 0.0
-    min_steps: int = 0
-    patience: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    ``image_size`` is resolved: the source's own size when the space leaves it open.
+    """
 
     @classmethod
     def resolve(cls, suggested: Mapping[str, Any], data_config: Mapping[str, Any]) -> TrialParams:
@@ -71,7 +44,8 @@ class TrialParams:
         :returns: the resolved parameters.
         :raises KeyError: when ``suggested`` lacks a required field.
         """
-        values = {name: suggested[name] for name in _FIELDS if name in suggested}
+        names = {spec.name for spec in dataclasses.fields(cls)}
+        values = {name: value for name, value in suggested.items() if name in names}
         values["image_size"], interpolation = preprocessing_for(values.get("image_size"), data_config)
         values.setdefault("interpolation", interpolation)
         return cls.from_dict(values)
@@ -80,12 +54,15 @@ class TrialParams:
     def from_dict(cls, content: Mapping[str, Any]) -> TrialParams:
         """Rebuild parameters from :meth:`to_dict`'s output; keys this version does not know are ignored.
 
+        A record made before a setting existed gets the setting's ``absent`` value.
+
         :raises KeyError: when a required field is missing.
         """
-        missing = [name for name, spec in _FIELDS.items() if name not in content and _required(spec)]
+        fields = dataclasses.fields(cls)
+        missing = [spec.name for spec in fields if spec.name not in content and _required(spec)]
         if missing:
             raise KeyError(f"trial parameters lack {', '.join(missing)}")
-        values = {name: content[name] for name in _FIELDS if name in content}
+        values = {spec.name: content[spec.name] for spec in fields if spec.name in content}
         if isinstance(values["augment"], bool):  # recorded by 0.1, where true meant the strong recipe
             values["augment"] = "strong" if values["augment"] else "none"
         return cls(**values)
@@ -98,8 +75,45 @@ class TrialParams:
         """Return a copy with ``changes`` applied."""
         return dataclasses.replace(self, **changes)
 
+    def training_values(self) -> dict[str, Any]:
+        """Return ``{name: value}`` of the settings the trainer reads (``TrialSettings``' own fields)."""
+        trained = {setting.name for setting in trial_fields() if setting.trains}
+        return {spec.name: getattr(self, spec.name) for spec in dataclasses.fields(self) if spec.name in trained}
 
-_FIELDS = {spec.name: spec for spec in dataclasses.fields(TrialParams)}
+
+def table_fields(settings: tuple[Setting, ...]) -> list[tuple[str, Any, dataclasses.Field]]:
+    """Return ``make_dataclass`` fields for ``settings``: each typed, defaulting to its ``fallback``.
+
+    :param settings: rows of the trial-settings table.
+    :returns: ``(name, type, field)`` triples; a required setting's field has no default.
+    """
+    fields = []
+    for setting in settings:
+        fallback = setting.fallback
+        if fallback is REQUIRED:
+            spec = field()
+        elif isinstance(fallback, (dict, list)):
+            spec = field(default_factory=lambda value=fallback: copy.deepcopy(value))
+        else:
+            spec = field(default=fallback)
+        fields.append((setting.name, setting.value_type, spec))
+    return fields
+
+
+#: A trial's parameters: the trial settings of the table, with ``head_params`` and ``interpolation``.
+TrialParams = dataclasses.make_dataclass(
+    "TrialParams",
+    [
+        *table_fields(trial_fields()),
+        ("head_params", dict, field()),
+        ("interpolation", str, field()),
+    ],
+    bases=(_TrialParamsMethods,),
+    frozen=True,
+    kw_only=True,
+)
+TrialParams.__module__ = __name__  # make_dataclass names no module before Python 3.12
+TrialParams.__doc__ = _TrialParamsMethods.__doc__
 
 
 def _required(spec: dataclasses.Field) -> bool:

@@ -85,21 +85,7 @@ def run_trial(
     model = TransferModel(backbone.module, head, backbone.data_config["mean"], backbone.data_config["std"])
     frozen = freeze_backbone(backbone, params.freeze_depth)
     settings = TrialSettings(
-        lr=params.lr,
-        weight_decay=params.weight_decay,
-        l2sp=params.l2sp,
-        epochs=params.epochs,
-        batch_size=params.batch_size,
-        label_smoothing=params.label_smoothing,
-        augment=params.augment,
-        warmup_epochs=params.warmup_epochs,
-        l1=params.l1,
-        min_steps=params.min_steps,
-        patience=params.patience,
-        monitor=monitor,
-        device=device,
-        compile=compile_model,
-        seed=seed,
+        **params.training_values(), monitor=monitor, device=device, compile=compile_model, seed=seed
     )
     result = fit_with_oom_retry(model, frozen, data, settings, on_epoch, feature_store(params, data, cache_dir))
     return TrainedModel(
