@@ -27,7 +27,7 @@ class DemoSettings:
     """
 
     run_dir: Path = Path("runs/demo")
-    trials: int = 6
+    trials: int = 5
     per_class: int = 10
     target_epochs: int = 10
     image_size: int = 64
