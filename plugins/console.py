@@ -25,7 +25,6 @@ import time
 from typing import Any
 
 from automl_transfer.plugin import hookimpl
-from automl_transfer.plugin_observers import leaderboard, trial_counts, wide_console
 
 #: Off a terminal, the seconds between two progress lines of one phase of work outside trials.
 PHASE_LINE_SECONDS = 30.0
@@ -58,6 +57,11 @@ class ConsoleObserver:
         self.show_progress = not self.quiet and not settings.get("worker") and settings.get("workers", 1) == 1
         if self.quiet or settings.get("worker"):
             return
+        # Imported when a search starts, not when the plugins load: the leaderboard's module reads
+        # the study's records, which imports torch, and loading plugins must not (decoding ahead
+        # overlaps torch's import, and `plugins --json` stays fast).
+        from automl_transfer.plugin_observers import trial_counts
+
         counts = trial_counts(study)
         done = counts["n_complete"] + counts["n_pruned"] + counts["n_failed"]
         sources = settings.get("sources") or []
@@ -153,6 +157,8 @@ class ConsoleObserver:
         """Remove the live display; print the leaderboard and the held-out score on stdout (not with ``quiet``)."""
         self.stop_display()
         if not self.quiet:
+            from automl_transfer.plugin_observers import leaderboard, wide_console
+
             console = wide_console()
             console.print(leaderboard(study, self.metric, console, run_dir=run_dir))
             test = summary.get("test")

@@ -564,3 +564,12 @@ def test_tracing_shows_every_hook_call_on_stderr():
     assert result.returncode == 0, result.stderr
     assert "register_heads [hook]" in result.stderr and "finish register_heads" in result.stderr
     assert json.loads(result.stdout)["plugins"]  # the listing itself is untouched
+
+
+def test_loading_the_built_in_plugins_imports_no_torch():
+    """A search forks its image decoder before torch loads, and `plugins --json` stays fast: no plugin may import it."""
+    code = "import sys; from automl_transfer import registry; registry.load_plugins(); print('torch' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == "False"
