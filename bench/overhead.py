@@ -131,8 +131,10 @@ def compare(case: str, args: argparse.Namespace) -> dict[str, list[float] | int]
         folder = Path(temporary)
         images, checkpoint = write_inputs(folder, case, args.quick)
         space = folder / "space.yaml"
-        # --quick proves the script works in seconds: 360 images with min_steps 200 would make 40 passes.
-        space.write_text(SPACES[case].format(checkpoint=checkpoint, epochs=args.epochs) + ("min_steps: 0\n" * args.quick))
+        text = SPACES[case].format(checkpoint=checkpoint, epochs=args.epochs)
+        if args.quick and "min_steps" not in text:  # seconds, not 40 passes over 360 images at min_steps 200
+            text += "min_steps: 0\n"
+        space.write_text(text)
         ours = [sys.executable, "-m", "automl_transfer", "search", "--dataset", f"imagefolder:{images}",
                 "--space", str(space), "--trials", "1", "--no-refit", "--quiet", "--device", "cpu"]
         minimal = [sys.executable, str(BENCH / "minimal_train.py"), str(images), str(checkpoint)]
