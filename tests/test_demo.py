@@ -15,6 +15,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 from rich.console import Console
 
+from automl_transfer import TransferSearch
 from automl_transfer.demo import demo
 from automl_transfer.demo.demo import (
     SCRATCH,
@@ -30,7 +31,6 @@ from automl_transfer.demo.settings import (
     add_arguments,
     settings_from_args,
 )
-from automl_transfer import TransferSearch
 from automl_transfer.errors import AutoMLTransferError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -34,7 +34,11 @@ def run(args: argparse.Namespace) -> int:
     from automl_transfer.errors import RunDirError
     from automl_transfer.reporting.evaluation import score_line
     from automl_transfer.reporting.leaderboard import leaderboard, wide_console
-    from automl_transfer.reporting.plots import MIN_IMPORTANCE_TRIALS, importance_table, write_plots
+    from automl_transfer.reporting.plots import (
+        MIN_IMPORTANCE_TRIALS,
+        importance_table,
+        write_plots,
+    )
     from automl_transfer.reporting.sources import source_table
     from automl_transfer.search.record import recorded_identity, recorded_ranking
     from automl_transfer.storage.backends import open_run_storage, pick_study

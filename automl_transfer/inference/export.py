@@ -28,7 +28,11 @@ import torch
 
 from automl_transfer.errors import AutoMLTransferError
 from automl_transfer.inference.predictor import LoadedModel, load_model
-from automl_transfer.storage.atomic import fsync_dir, write_bytes_atomically, write_json_atomically
+from automl_transfer.storage.atomic import (
+    fsync_dir,
+    write_bytes_atomically,
+    write_json_atomically,
+)
 
 #: The formats :func:`export_model` writes, and the file suffix of each.
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
