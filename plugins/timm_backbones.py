@@ -239,9 +239,12 @@ def convert_with_timm_filter(architecture: str, state_dict: dict, model: nn.Modu
     config = getattr(model, "pretrained_cfg", None)
     if not isinstance(config, dict) or not config.get("architecture"):
         return None
+    converted = _rebuilt_from(config["architecture"], state_dict)
+    if converted is None:
+        return None  # timm's filter refused the file: no control build needed
     moved = {name: tensor + 1 if tensor.is_floating_point() else tensor for name, tensor in state_dict.items()}
-    converted, control = _rebuilt_from(config["architecture"], state_dict), _rebuilt_from(config["architecture"], moved)
-    if converted is None or control is None:
+    control = _rebuilt_from(config["architecture"], moved)
+    if control is None:
         return None
     unfilled = [
         name
