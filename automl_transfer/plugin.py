@@ -15,7 +15,8 @@ module is cheap (no torch, timm or optuna), so a plugin that imports torch only 
 builders keeps ``automl-transfer plugins`` and ``--help`` fast. Each audience has its module:
 
 - this one, for the components a plugin registers: ``hookimpl``; ``Backbone``,
-  ``ImageDataset``, ``ImageItem`` (what builders and loaders return); ``NO_WEIGHTS`` (the
+  ``ImageDataset``, ``ImageItem`` (what builders and loaders return); ``TrainingContext`` (what a
+  regularizer or batch transform receives when a fit starts); ``NO_WEIGHTS`` (the
   ``weights`` value asking a backbone builder for random weights); ``parse_options``,
   ``positive_int``, ``non_negative_int`` (dataset options ``key=value,...``); ``is_image_file``,
   ``image_extensions`` (which files are images); ``get_component`` (what another plugin
@@ -51,6 +52,7 @@ from automl_transfer.contract.options import (
     parse_options,
     positive_int,
 )
+from automl_transfer.contract.training import TrainingContext
 from automl_transfer.data.image_files import image_extensions, is_image_file
 from automl_transfer.errors import (
     AutoMLTransferError,
@@ -70,6 +72,7 @@ __all__ = [
     "ImageItem",
     "NO_WEIGHTS",
     "PluginError",
+    "TrainingContext",
     "UnknownComponentError",
     "WeightsError",
     "WeightsUnreachableError",

@@ -6,7 +6,7 @@ import pytest
 import timm
 import torch
 
-from automl_transfer.training.regularization import L2SP
+from automl_transfer_plugins.regularizer_terms import L2SP
 
 
 @pytest.fixture

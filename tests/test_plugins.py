@@ -164,6 +164,8 @@ def test_cli_discovers_an_installed_third_party_plugin(listing_run):
         "heads": ["fakehead"],
         "datasets": ["fakedata"],
         "layouts": [],
+        "regularizers": [],
+        "batch_transforms": [],
         "offline_sources": [],
         "observes": [],
     }
@@ -310,6 +312,8 @@ def test_in_memory_plugin_components_are_listed(register_plugin):
         "heads": ["tiny_head"],
         "datasets": ["tiny_data"],
         "layouts": [],
+        "regularizers": [],
+        "batch_transforms": [],
         "offline_sources": [],
         "observes": [],
     }

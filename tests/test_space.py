@@ -36,6 +36,33 @@ def sample(space: SearchSpace, n_trials: int, sampler: optuna.samplers.BaseSampl
     return study.trials
 
 
+class ExtrasPlugin:
+    """Declares the ``extra`` settings these tests search; its regularizer is always off."""
+
+    @hookimpl
+    def register_regularizers(self, register):
+        register("test-extras", lambda context: None, settings={"ema": 0.0, "tag": "", "layers": 1, "scale": 1.0})
+
+
+@pytest.fixture
+def extras_plugin(register_plugin):
+    register_plugin(ExtrasPlugin(), "test-extras")
+
+
+def test_an_extra_setting_no_plugin_declares_is_refused_with_the_declared_ones():
+    with pytest.raises(SearchSpaceError) as error:
+        space_from(SRC + "extra: {mixpu: 0.2}\n")
+    message = str(error.value)
+    assert "extra.mixpu" in message and "did you mean 'mixup'" in message
+    assert "bss, cutmix, delta, mixup" in message
+
+
+def test_the_built_in_extra_settings_parse_and_reach_the_trial():
+    space = space_from(SRC + "extra: {mixup: [0.0, 0.2], cutmix: 1.0, delta: {low: 0.01, high: 1.0, log: true}, bss: 0.001}\n")
+    params = space.suggest(optuna.trial.FixedTrial({"source": "timm:a", "lr": 0.001, "extra.mixup": 0.2, "extra.delta": 0.1}))
+    assert params["extra"] == {"mixup": 0.2, "cutmix": 1.0, "delta": 0.1, "bss": 0.001}
+
+
 def test_presets_are_shipped():
     assert {"default", "small", "demo", "lite"} <= set(preset_names())
 
@@ -154,7 +181,7 @@ def test_load_space_errors_say_what_exists(tmp_path):
         load_space(str(broken))
 
 
-def test_fixed_trial_gives_concrete_params():
+def test_fixed_trial_gives_concrete_params(extras_plugin):
     space = space_from(
         "source: [timm:test_resnet@none, timm:test_vit@none]\n"
         "freeze_depth: {low: 0, high: 1}\n"
@@ -235,7 +262,7 @@ def test_only_searched_values_become_optuna_parameters():
     assert 0.0 <= params["head_params"]["dropout"] <= 0.5
 
 
-def test_range_types_follow_the_key_and_the_registered_head_space():
+def test_range_types_follow_the_key_and_the_registered_head_space(extras_plugin):
     space = space_from(
         "source: timm:a\nfreeze_depth: {low: 0, high: 1}\nhead: {mlp: {dropout: {low: 0, high: 1}}}\n"
         "extra: {layers: {low: 1, high: 4}, scale: {low: 1, high: 4.0}}\n"

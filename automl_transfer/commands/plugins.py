@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     for plugin in listing["plugins"]:
         distribution = f"{plugin['distribution']} {plugin['version']}" if plugin["distribution"] else "-"
         registers = "\n".join(
-            f"{kind}: {', '.join(plugin[kind])}" for kind in ("backbones", "heads", "datasets", "layouts") if plugin[kind]
+            f"{kind.replace('_', ' ')}: {', '.join(plugin[kind])}" for kind in ("backbones", "heads", "datasets", "layouts", "regularizers", "batch_transforms")
+            if plugin[kind]
         )
         row = [plugin["name"], distribution, registers or "-"]
         if any(observed.values()):

@@ -120,7 +120,8 @@ class ImageDataset:
 class Component:
     """One registered backbone builder, head or dataset loader.
 
-    :param kind: ``"backbone"``, ``"head"``, ``"dataset"`` or ``"layout"`` (a weights layout).
+    :param kind: ``"backbone"``, ``"head"``, ``"dataset"``, ``"layout"`` (a weights layout),
+        ``"regularizer"`` or ``"batch_transform"``.
     :param name: the name users type.
     :param build: the builder, factory, loader or layout converter the plugin registered.
     :param plugin: the name of the plugin that registered it.
@@ -128,6 +129,8 @@ class Component:
     :param space: for heads, the search space of the head's own parameters.
     :param offline: for backbones, a callable returning the source texts whose pretrained
         weights are on this machine (``None``: the builder does not say).
+    :param settings: for regularizers and batch transforms, the ``extra`` keys they read, each
+        with the value that leaves them off.
     """
 
     kind: str
@@ -137,3 +140,4 @@ class Component:
     description: str = ""
     space: dict[str, Any] = field(default_factory=dict)
     offline: Callable[[], list[str]] | None = None
+    settings: dict[str, Any] = field(default_factory=dict)

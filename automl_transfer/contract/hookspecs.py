@@ -55,6 +55,50 @@ def register_weight_layouts(register):
 
 
 @hookspec
+def register_regularizers(register):
+    """Register regularizers: terms that change how every trial's model is trained.
+
+    :param register: call ``register(name, build, settings=None, description="")`` once per
+        regularizer. ``settings`` maps the ``extra`` keys of a search space the regularizer
+        reads to the value that leaves it off (``{"delta": 0.0}``); a space searches them as
+        ``extra: {delta: {low: 1.0e-3, high: 1.0e-1, log: true}}`` and a space that names an
+        undeclared ``extra`` key is refused. ``build(context)`` is called once per fit, after
+        freezing and before the first step, with an
+        :class:`automl_transfer.plugin.TrainingContext` (the model, the trial's settings and
+        this regularizer's ``values``). It returns ``None`` when its settings leave it off,
+        or an object with any of:
+
+        - ``loss(logits, targets)``: a differentiable scalar added to the batch's loss, after
+          the forward pass (``targets`` are class indices, or class probabilities after a
+          batch transform that mixes images);
+        - ``add_gradient()``: called between ``loss.backward()`` and the optimiser's step, to
+          add a term straight to parameters' ``.grad`` (no autograd graph over the weights);
+        - ``undecayed``: parameters that AdamW's weight decay must skip (the regularizer
+          replaces the decay on them);
+        - ``reads_images``: ``True`` when ``loss`` uses what enters the backbone (through
+          forward hooks it set up): the frozen layers then run every step instead of once.
+    """
+
+
+@hookspec
+def register_batch_transforms(register):
+    """Register batch transforms: functions of a training batch, such as mixup or cutmix.
+
+    :param register: call ``register(name, build, settings=None, description="")`` once per
+        transform; ``settings`` are the ``extra`` keys it reads, as for
+        :func:`register_regularizers`. ``build(context)`` is called once per fit with an
+        :class:`automl_transfer.plugin.TrainingContext` and returns ``None`` when its settings
+        leave it off, or ``transform(images, labels) -> (images, targets)``. ``images`` are
+        the augmented float batch ``(B, 3, H, W)`` in ``[0, 1]``; ``labels`` are class indices
+        ``(B,)``, or probabilities ``(B, num_classes)`` when an earlier transform mixed them;
+        ``targets`` may be either. Transforms run on training batches only, in registration
+        order, and draw their randomness from torch's global generator (seeded per trial). A
+        transform that changes the images (``changes_images``, assumed ``True`` unless the
+        function sets it to ``False``) makes the frozen layers run every step.
+    """
+
+
+@hookspec
 def register_heads(register):
     """Register classification heads that sit on a backbone's pooled features.
 

@@ -164,7 +164,8 @@ SETTINGS: tuple[Setting, ...] = (
             "several passes per epoch; `0` = one pass", Bounds(0), trains=True, absent=0),
     Setting("patience", "int", 5, "stop a trial after this many epochs without improvement (its best epoch's "
             "weights are kept); `0` = train every epoch", Bounds(0), trains=True, absent=0),
-    Setting("extra", "extra", {}, "settings for plugins, see below"),
+    Setting("extra", "extra", {}, "settings of the regularizers and batch transforms plugins declare "
+            "(`mixup`, `cutmix`, `delta`, `bss` built in), see below", trains=True),
     Setting("start", "start", DEFAULT_START_POINTS, "start points: a list of recipes (`{freeze_depth: 0.0, lr: "
             "3.0e-3}`), each run first for every source; `[]` = none",
             shown_default="a full fine-tune and a half-frozen one at lr 3e-3"),

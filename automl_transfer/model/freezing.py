@@ -30,12 +30,15 @@ class FrozenLayers:
     :param n_frozen_groups: how many of them, counted from the input side, are frozen.
     :param frozen_param_names: names (in ``backbone.module``) of the frozen parameters.
     :param n_frozen_params: how many scalar values the frozen parameters hold together.
+    :param param_groups: the backbone's parameter groups, input side first (the first
+        ``n_frozen_groups`` are the frozen ones).
     """
 
     n_groups: int
     n_frozen_groups: int
     frozen_param_names: frozenset[str]
     n_frozen_params: int
+    param_groups: tuple[tuple[str, ...], ...] = ()
 
     def keep_frozen_in_eval(self, module: nn.Module) -> None:
         """Put frozen layers back into eval mode; call it after ``module.train()``.
@@ -88,4 +91,5 @@ def freeze_backbone(backbone: Backbone, fraction: float) -> FrozenLayers:
         n_frozen_groups=n_frozen_groups,
         frozen_param_names=frozen_names,
         n_frozen_params=n_frozen_params,
+        param_groups=tuple(tuple(group) for group in backbone.param_groups),
     )

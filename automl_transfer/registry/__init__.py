@@ -4,6 +4,7 @@ The functions here are the ones the rest of the core uses; see
 :mod:`automl_transfer.registry.manager` for how plugins are found and checked.
 """
 
+from automl_transfer.registry.extensions import extra_settings
 from automl_transfer.registry.listing import observed_hooks, plugin_listing
 from automl_transfer.registry.manager import (
     DISABLE_ENV,
@@ -26,6 +27,7 @@ __all__ = [
     "call_observers",
     "components",
     "disabled_plugins",
+    "extra_settings",
     "get_component",
     "load_plugins",
     "observed_hooks",

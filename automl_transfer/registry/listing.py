@@ -18,7 +18,8 @@ def plugin_listing() -> dict[str, list[dict[str, Any]]]:
     """Describe the loaded plugins, as ``automl-transfer plugins --json`` prints them.
 
     :returns: ``{"plugins": [{"name", "distribution", "version", "backbones", "heads",
-        "datasets", "layouts", "offline_sources", "observes"}], "errors": [{"name", "error"}]}``;
+        "datasets", "layouts", "regularizers", "batch_transforms", "offline_sources", "observes"}],
+        "errors": [{"name", "error"}]}``;
         plugins are sorted by name and list the component names they actually provide (a
         name two plugins claim is in neither list, and in ``errors``), the weights layouts
         they register, the sources whose pretrained weights are on this machine (as their
@@ -48,6 +49,8 @@ def plugin_listing() -> dict[str, list[dict[str, Any]]]:
             "heads": provided[plugin.name]["head"],
             "datasets": provided[plugin.name]["dataset"],
             "layouts": provided[plugin.name]["layout"],
+            "regularizers": provided[plugin.name]["regularizer"],
+            "batch_transforms": provided[plugin.name]["batch_transform"],
             "offline_sources": offline.get(plugin.name, []),
             "observes": observed_hooks(plugin.name),
         }

@@ -53,6 +53,8 @@ REGISTER_HOOKS = {
     "head": "register_heads",
     "dataset": "register_datasets",
     "layout": "register_weight_layouts",
+    "regularizer": "register_regularizers",
+    "batch_transform": "register_batch_transforms",
 }
 
 
@@ -226,12 +228,15 @@ def get_component(kind: str, name: str) -> Component:
     return _registry(kind).get(name)
 
 
-def components(kind: str) -> list[Component]:
+def components(kind: str, in_load_order: bool = False) -> list[Component]:
     """Return every usable component of ``kind``, sorted by name.
 
+    :param in_load_order: in the order plugins registered them instead (built-ins first), the
+        order regularizers and batch transforms are applied in.
     :raises ValueError: for an unknown ``kind``.
     """
-    return list(_registry(kind))
+    registry = _registry(kind)
+    return registry.in_load_order() if in_load_order else list(registry)
 
 
 def disabled_plugins() -> list[str]:

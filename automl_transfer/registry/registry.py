@@ -16,7 +16,7 @@ from automl_transfer.contract.components import Component
 from automl_transfer.errors import PluginError, UnknownComponentError
 
 #: The kinds of component plugins register, as written in ``Component.kind``.
-KINDS = ("backbone", "head", "dataset", "layout")
+KINDS = ("backbone", "head", "dataset", "layout", "regularizer", "batch_transform")
 
 
 class Registry:
@@ -85,6 +85,10 @@ class Registry:
             message += f"; no loaded plugin registers a {self.kind}"
         raise UnknownComponentError(f"{message} (run `automl-transfer plugins` to list all)")
 
+    def in_load_order(self) -> list[Component]:
+        """Return the usable components in the order their plugins registered them (built-ins first)."""
+        return list(self._by_name.values())
+
     def __iter__(self) -> Iterator[Component]:
         """Iterate over the usable components (clashing names left out), sorted by name."""
         return iter(sorted(self._by_name.values(), key=lambda component: component.name))
@@ -100,52 +104,75 @@ def registration_callback(kind: str, plugin_name: str, staged: list[Component]) 
     :param plugin_name: the plugin whose hook is called, recorded in each component.
     :param staged: the list each registered :class:`Component` is appended to.
     :returns: ``register(name, build, ...)`` with the keyword arguments of that kind's hookspec.
-    :raises PluginError: (from the returned function) for an unusable name or a builder that is not callable.
+    :raises PluginError: (from the returned function) for an unusable name, a builder that is
+        not callable, or unusable ``offline`` or ``settings``.
     """
 
-    def stage(
-        name: str,
-        build: Callable[..., Any],
-        description: str,
-        space: dict[str, Any] | None,
-        offline: Callable[[], list[str]] | None = None,
-    ) -> None:
-        if not isinstance(name, str) or not name or ":" in name or any(char.isspace() for char in name):
-            raise PluginError(f"{kind} name {name!r} is not usable: use a non-empty name without spaces or ':'")
-        if not callable(build):
-            raise PluginError(f"{kind} {name!r} was registered with {build!r}, which is not callable")
-        if offline is not None and not callable(offline):
-            raise PluginError(f"{kind} {name!r} was registered with offline={offline!r}, which is not callable")
-        staged.append(Component(kind, name, build, plugin_name, description, dict(space or {}), offline))
-
-    if kind == "head":
-
-        def register_head(
-            name: str, build: Callable[..., Any], space: dict[str, Any] | None = None, description: str = ""
-        ) -> None:
-            """Register head ``name``: ``build(in_features, num_classes, **params)``; ``space`` for params."""
-            stage(name, build, description, space)
-
-        return register_head
-    if kind == "dataset":
-
-        def register_dataset(name: str, load: Callable[..., Any], description: str = "") -> None:
-            """Register dataset loader ``name``: ``load(location)`` returns an ImageDataset."""
-            stage(name, load, description, None)
-
-        return register_dataset
-    if kind == "layout":
-
-        def register_layout(name: str, convert: Callable[..., Any], description: str = "") -> None:
-            """Register weights layout ``name``: ``convert(architecture, state_dict, model)`` returns a dict or None."""
-            stage(name, convert, description, None)
-
-        return register_layout
+    def stage(name: str, build: Callable[..., Any], description: str, **options: Any) -> None:
+        staged.append(_component(kind, name, build, plugin_name, description, **options))
 
     def register_backbone(
         name: str, build: Callable[..., Any], description: str = "", offline: Callable[[], list[str]] | None = None
     ) -> None:
         """Register backbone builder ``name``: ``build(model, weights)`` returns a Backbone."""
-        stage(name, build, description, None, offline)
+        stage(name, build, description, offline=offline)
 
-    return register_backbone
+    def register_head(
+        name: str, build: Callable[..., Any], space: dict[str, Any] | None = None, description: str = ""
+    ) -> None:
+        """Register head ``name``: ``build(in_features, num_classes, **params)``; ``space`` for params."""
+        stage(name, build, description, space=space)
+
+    def register_dataset(name: str, load: Callable[..., Any], description: str = "") -> None:
+        """Register dataset loader ``name``: ``load(location)`` returns an ImageDataset."""
+        stage(name, load, description)
+
+    def register_layout(name: str, convert: Callable[..., Any], description: str = "") -> None:
+        """Register weights layout ``name``: ``convert(architecture, state_dict, model)`` returns a dict or None."""
+        stage(name, convert, description)
+
+    def register_training_extension(
+        name: str, build: Callable[..., Any], settings: dict[str, Any] | None = None, description: str = ""
+    ) -> None:
+        """Register ``name``: ``build(context)`` returns the extension or None; ``settings`` its extra keys."""
+        stage(name, build, description, settings=settings)
+
+    return {
+        "backbone": register_backbone,
+        "head": register_head,
+        "dataset": register_dataset,
+        "layout": register_layout,
+        "regularizer": register_training_extension,
+        "batch_transform": register_training_extension,
+    }[kind]
+
+
+def _component(
+    kind: str,
+    name: str,
+    build: Callable[..., Any],
+    plugin_name: str,
+    description: str,
+    space: dict[str, Any] | None = None,
+    offline: Callable[[], list[str]] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> Component:
+    """Check what a plugin registers and return it as a :class:`Component`.
+
+    :raises PluginError: for an unusable name, a builder or ``offline`` that is not callable,
+        or ``settings`` that is not a mapping of extra keys (names without dots) to values.
+    """
+    if not isinstance(name, str) or not name or ":" in name or any(char.isspace() for char in name):
+        raise PluginError(f"{kind} name {name!r} is not usable: use a non-empty name without spaces or ':'")
+    if not callable(build):
+        raise PluginError(f"{kind} {name!r} was registered with {build!r}, which is not callable")
+    if offline is not None and not callable(offline):
+        raise PluginError(f"{kind} {name!r} was registered with offline={offline!r}, which is not callable")
+    if settings is not None and not (
+        isinstance(settings, dict) and all(isinstance(key, str) and key and "." not in key for key in settings)
+    ):
+        raise PluginError(
+            f"{kind} {name!r} was registered with settings={settings!r}; give a mapping of extra keys "
+            "(names without dots) to the value that leaves it off, such as {'mixup': 0.0}"
+        )
+    return Component(kind, name, build, plugin_name, description, dict(space or {}), offline, dict(settings or {}))

@@ -20,7 +20,7 @@ from automl_transfer.contract.trial_settings import Bounds
 from automl_transfer.data.augmentations import AUGMENTATIONS
 from automl_transfer.errors import PluginError, SearchSpaceError, UnknownComponentError
 from automl_transfer.model.source_spec import SOURCE_FORMAT, SourceSpec
-from automl_transfer.registry import get_component
+from automl_transfer.registry import extra_settings, get_component
 from automl_transfer.space.nodes import Choice, Fixed, Node, Range
 
 _RANGE_KEYS = ("low", "high", "log", "step")
@@ -81,7 +81,7 @@ class Parser:
             if spec.kind == "head":
                 nodes[key] = self.heads(key, value)
             elif spec.kind == "extra":
-                nodes[key] = self.parameters(key, value)
+                nodes[key] = self.extra(key, value)
             elif spec.kind == "start":
                 nodes[key] = self.start_points(key, value, nodes)
             else:
@@ -271,6 +271,25 @@ class Parser:
                     checked[key] = self.scalar(f"{where}.{key}", value, spec.kind, spec.bounds, spec.nullable)
             points.append(checked)
         return tuple(points)
+
+    def extra(self, path: str, raw: Any) -> dict[str, Node]:
+        """Parse ``extra``: every key must be one a loaded regularizer or batch transform declares."""
+        nodes = self.parameters(path, raw)
+        if not nodes:
+            return nodes
+        try:
+            declared = sorted(extra_settings())
+        except PluginError as error:
+            raise self.fail(path, str(error)) from error
+        for name in nodes:
+            if name not in declared:
+                listed = f"the loaded plugins declare {', '.join(declared)}" if declared else "no loaded plugin declares any"
+                raise self.fail(
+                    f"{path}.{name}",
+                    f"no loaded plugin declares this setting{close_match(name, declared)}; {listed} "
+                    "(run `automl-transfer plugins` to list them)",
+                )
+        return nodes
 
     def parameters(self, path: str, raw: Any) -> dict[str, Node]:
         """Parse a mapping of parameter name to value (``extra``, a head's registered space)."""

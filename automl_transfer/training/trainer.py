@@ -23,6 +23,7 @@ from automl_transfer.data.prepare import LabelledTensors, PreparedData
 from automl_transfer.model.freezing import FrozenLayers
 from automl_transfer.model.network import TransferModel
 from automl_transfer.training.evaluation import autocast, evaluate_split
+from automl_transfer.training.extensions import TrainingExtensions
 from automl_transfer.training.failures import NonFiniteLossError
 from automl_transfer.training.frozen_prefix import front_outputs, split_frozen_prefix
 from automl_transfer.training.optim import (
@@ -30,7 +31,6 @@ from automl_transfer.training.optim import (
     build_optimizer,
     warmup_steps_for,
 )
-from automl_transfer.training.regularization import L1, L2SP
 from automl_transfer.training.settings import MONITORED, TrialSettings
 
 #: On CUDA the loss is checked for NaN/inf every this many steps and at the end of each
@@ -80,6 +80,18 @@ class Trainer:
         self.val_split = DeviceSplit(data.val, self.device) if data.val is not None else None
         self.augmentation = AUGMENTATIONS[settings.augment]
         self.network: nn.Module = model
+        self.extensions = TrainingExtensions.build(
+            model, settings, [list(group) for group in frozen.param_groups], frozen.n_frozen_groups, len(data.class_names)
+        )
+        try:
+            self._set_up(data, feature_store)
+        except BaseException:
+            self.extensions.close()
+            raise
+
+    def _set_up(self, data: PreparedData, feature_store: FeatureStore | None) -> None:
+        """Reuse the frozen front when possible, then make the optimiser, schedule, loss and generators."""
+        settings, model = self.settings, self.model
         self.frozen_reuse = self._reuse_frozen_front(data, feature_store)
         self.steps_per_pass = max(1, math.ceil(len(self.train_split) / settings.batch_size))
         # The passes closest to min_steps: a split that nearly reaches it in its epochs is not trained twice.
@@ -88,9 +100,7 @@ class Trainer:
         self.eval_batch_size = EVAL_BATCH_FACTOR * settings.batch_size
         total_steps = self.steps_per_epoch * settings.epochs
 
-        self.l2sp = L2SP(model.backbone.parameters(), settings.l2sp)
-        decayed, undecayed = _decay_groups(model, skip_decay={id(parameter) for parameter in self.l2sp.parameters})
-        self.l1 = L1([parameter for parameter in model.parameters() if parameter.ndim > 1], settings.l1)
+        decayed, undecayed = _decay_groups(model, skip_decay=self.extensions.undecayed)
         self.optimizer = build_optimizer(decayed, undecayed, settings.lr, settings.weight_decay, self.device)
         warmup_steps = warmup_steps_for(settings.warmup_epochs, self.steps_per_epoch, total_steps)
         self.schedule = build_lr_schedule(self.optimizer, total_steps, warmup_steps)
@@ -109,10 +119,18 @@ class Trainer:
     def run(self, on_epoch: EpochCallback | None) -> list[dict[str, float]]:
         """Train epoch after epoch, validating after each, until the last or an early stop.
 
-        The model ends with the weights of its best epoch (:attr:`best`).
+        The model ends with the weights of its best epoch (:attr:`best`); the regularizers and
+        batch transforms are closed (their hooks removed) however the fit ends.
 
         :returns: the metrics of every epoch trained.
         """
+        try:
+            return self._epochs(on_epoch)
+        finally:
+            self.extensions.close()
+
+    def _epochs(self, on_epoch: EpochCallback | None) -> list[dict[str, float]]:
+        """The epochs of :meth:`run`: train, validate, report, stop early; return every epoch's metrics."""
         history = []
         for epoch in range(1, self.settings.epochs + 1):
             metrics = {"epoch": epoch, "train_loss": self.train_epoch(epoch)}
@@ -142,12 +160,14 @@ class Trainer:
             inputs = to_model_input(
                 images, channels_last=self.cuda, augmentation=self.augmentation, generator=self.augment_generator
             )
+            inputs, targets = self.extensions.transform(inputs, labels)
             with autocast(self.device):
-                loss = self.criterion(self.network(inputs), labels)
+                logits = self.network(inputs)
+                loss = self.criterion(logits, targets)
+                penalty = self.extensions.loss(logits, targets)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.l2sp.add_gradient()
-            self.l1.add_gradient()
+            (loss if penalty is None else loss + penalty).backward()
+            self.extensions.add_gradients()
             self.optimizer.step()
             self.schedule.step()
             loss_sum += loss.detach()
@@ -172,6 +192,9 @@ class Trainer:
             return "not reused: switched off"
         if self.augmentation is not None:
             return "not reused: augmented images differ every epoch"
+        blocker = self.extensions.reuse_blocker()
+        if blocker is not None:
+            return f"not reused: {blocker}"
         self.model.train()
         self.frozen.keep_frozen_in_eval(self.model)
         prefix, reason = split_frozen_prefix(self.model)
