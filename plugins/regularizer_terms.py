@@ -107,7 +107,10 @@ class FeatureMapDistance:
     """DELTA's term: how far the trainable blocks' outputs moved from the source network's.
 
     Forward hooks keep what enters the backbone and what each layer returns; :meth:`loss`
-    runs the source network on the same input (without gradients) and compares.
+    runs the source network on the same input (without gradients) and compares. Its norm
+    layers run in the mode of their trainable twins (batch statistics while those train,
+    without updating the source's running statistics) and everything else in eval mode, so
+    the term is exactly 0 before the first step.
 
     :param backbone: the trainable backbone (hooks are added to it until :meth:`close`).
     :param source: the frozen source backbone, the same architecture with the starting weights.
@@ -126,6 +129,11 @@ class FeatureMapDistance:
         self.source_outputs: dict[str, torch.Tensor] = {}
         self.input: torch.Tensor | None = None
         trainable, frozen = dict(backbone.named_modules()), dict(source.named_modules())
+        self.norm_twins = [
+            (frozen[name], module) for name, module in trainable.items() if hasattr(module, "track_running_stats")
+        ]
+        for norm, _ in self.norm_twins:
+            norm.track_running_stats = False  # batch statistics in train mode, running ones never updated
         self.handles = [backbone.register_forward_pre_hook(self._keep_input)]
         for name in layers:
             self.handles.append(trainable[name].register_forward_hook(partial(_keep_output, self.outputs, name)))
@@ -136,6 +144,8 @@ class FeatureMapDistance:
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Return ``strength * mean over layers of mean((f - f0)^2)`` for the batch just forwarded."""
+        for norm, twin in self.norm_twins:
+            norm.train(twin.training)
         with torch.no_grad():
             self.source(self.input)
         distances = [

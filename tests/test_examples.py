@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from search_processes import open_study
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "automl-transfer-example-plugin"
@@ -65,6 +66,7 @@ def test_installed_example_plugin_is_listed_with_its_components(example_site, tm
     assert example["distribution"] == "automl-transfer-example-plugin"
     assert (example["backbones"], example["heads"], example["datasets"]) == (["tinycnn"], ["cosine"], ["stripes"])
     assert example["layouts"] == ["tinycnn-v0"]
+    assert (example["regularizers"], example["batch_transforms"]) == (["confidence-penalty"], ["grey"])
     assert example["observes"] == ["search_start", "epoch_end", "search_end"]
     assert not [error for error in listing["errors"] if error["name"] == "example"]
 
@@ -111,18 +113,26 @@ def test_example_plugin_can_be_disabled(example_site, tmp_path):
     assert "example" not in {plugin["name"] for plugin in json.loads(listed.stdout)["plugins"]}
 
 
+def _example_module(site: Path):
+    """Import the installed example module from ``site`` (for its TinyCNN and stripes)."""
+    sys.path.insert(0, str(site))
+    try:
+        import automl_transfer_example
+    finally:
+        sys.path.remove(str(site))
+    return automl_transfer_example
+
+
 @pytest.mark.slow
-def test_a_checkpoint_in_the_example_plugins_own_layout_is_searched_from(example_site, tmp_path):
-    """The example's ``tinycnn-v0`` layout, from outside the core, turns an old checkpoint into today's names."""
+def test_a_search_uses_the_example_plugins_layout_regularizer_and_batch_transform(example_site, tmp_path):
+    """From outside the core: an old checkpoint through ``tinycnn-v0``, trained with ``grey`` and
+    ``confidence-penalty``, whose settings reach the plugin from ``extra`` and change the model."""
+    import numpy as np
     import torch
 
-    sys.path.insert(0, str(example_site))
-    try:
-        from automl_transfer_example import TinyCNN
-    finally:
-        sys.path.remove(str(example_site))
+    example = _example_module(example_site)
     torch.manual_seed(0)
-    current = TinyCNN((16, 32, 48, 64)).state_dict()
+    current = example.TinyCNN((16, 32, 48, 64)).state_dict()
     old_names = {
         name.replace(f"stages.{stage}.{layer}.", f"{('conv', 'bn')[int(layer)]}{int(stage) + 1}."): tensor
         for name, tensor in current.items()
@@ -130,21 +140,36 @@ def test_a_checkpoint_in_the_example_plugins_own_layout_is_searched_from(example
     }
     assert "conv1.weight" in old_names and "bn4.running_var" in old_names
     torch.save(old_names, tmp_path / "old-tinycnn.pth")
-    (tmp_path / "space.yaml").write_text(
-        "source: tinycnn:small@old-tinycnn.pth\nfreeze_depth: 1.0\nlr: 1.0e-2\nepochs: 1\nbatch_size: 16\naugment: false\n"
-    )
-    run_dir = tmp_path / "run"
+    rng = np.random.default_rng(5)
+    images = []
+    for index, angle in enumerate(example.STRIPE_ANGLES.values()):
+        images.append(tmp_path / f"stripes-{index}.png")
+        example.draw_stripes(angle, 32, rng).save(images[-1])
 
-    searched = _automl_transfer(
-        ["search", "--dataset", "stripes:per_class=8,test_per_class=2", "--space", "space.yaml", "--trials", "1",
-         "--device", "cpu", "--run-dir", str(run_dir), "--quiet", "--no-refit"],
-        example_site,
-        tmp_path,
-    )
+    top_scores = {}
+    for penalty in (0.0, 2.0):
+        (tmp_path / "space.yaml").write_text(
+            "source: tinycnn:small@old-tinycnn.pth\nhead: {cosine: {temperature: 0.1}}\nfreeze_depth: 1.0\nlr: 3.0e-2\nepochs: 2\nbatch_size: 16\n"
+            f"augment: false\nextra: {{confidence_penalty: {penalty}, grey_share: 0.5}}\n"
+        )
+        run_dir = tmp_path / f"run-{penalty}"
+        searched = _automl_transfer(
+            ["search", "--dataset", "stripes:per_class=12,test_per_class=2", "--space", "space.yaml", "--trials", "1",
+             "--device", "cpu", "--run-dir", str(run_dir), "--quiet", "--no-refit"],
+            example_site,
+            tmp_path,
+        )
+        assert searched.returncode == 0, searched.stderr
+        trial = open_study(run_dir).trials[0]
+        assert trial.user_attrs["params"]["extra"] == {"confidence_penalty": penalty, "grey_share": 0.5}
+        assert trial.user_attrs["frozen_reuse"] == "not reused: batch transform grey changes the images every step"
+        from safetensors.torch import load_file
 
-    assert searched.returncode == 0, searched.stderr
-    from safetensors.torch import load_file
+        saved = load_file(run_dir / "best" / "model.safetensors")
+        for name, tensor in current.items():  # frozen at depth 1.0: the old checkpoint's values, under today's names
+            assert torch.equal(saved[f"backbone.{name}"], tensor), name
+        predicted = _automl_transfer(["predict", str(run_dir), *map(str, images), "--json"], example_site, tmp_path)
+        assert predicted.returncode == 0, predicted.stderr
+        top_scores[penalty] = np.mean([json.loads(line)["score"] for line in predicted.stdout.splitlines()])
 
-    saved = load_file(run_dir / "best" / "model.safetensors")
-    for name, tensor in current.items():  # frozen at depth 1.0: the old checkpoint's values, under today's names
-        assert torch.equal(saved[f"backbone.{name}"], tensor), name
+    assert top_scores[2.0] < top_scores[0.0] - 0.05  # the penalty made the predictions less confident (0.38 vs 0.51)

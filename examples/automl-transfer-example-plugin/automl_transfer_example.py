@@ -1,4 +1,5 @@
-"""An example automl-transfer plugin: a backbone, a head, a dataset, a weights layout and an observer.
+"""An example automl-transfer plugin: a backbone, a head, a dataset, a weights layout, a regularizer,
+a batch transform and an observer.
 
 Installed, it adds to every search:
 
@@ -12,6 +13,11 @@ Installed, it adds to every search:
 - the weights layout ``tinycnn-v0``: checkpoints of an older ``tinycnn`` that named its layers
   ``conv1``, ``bn1``, ``conv2`` ... load into today's ``stages.N.*`` names
   (``tinycnn:small@old-checkpoint.pth`` just works);
+- the regularizer ``confidence-penalty`` (Pereyra et al., 2017): ``extra.confidence_penalty``
+  times the negative entropy of the predicted distribution is added to the loss, so that the
+  model is not over-confident on few labels (``0``, the default, turns it off);
+- the batch transform ``grey``: ``extra.grey_share`` of each training batch, drawn at random,
+  becomes grey (``0``, the default, turns it off), for targets whose colour should not matter;
 - an ``epoch_end`` observer that appends every epoch's metrics to ``epochs.csv`` in the run
   directory.
 
@@ -224,6 +230,63 @@ def from_tinycnn_v0(architecture, state_dict, model):
 def register_weight_layouts(register):
     """Register the ``tinycnn-v0`` layout: the old ``tinycnn``'s layer names."""
     register("tinycnn-v0", from_tinycnn_v0, description="old tinycnn checkpoints (conv1, bn1, ...) (example plugin)")
+
+
+class ConfidencePenalty:
+    """The loss term ``strength * sum(p * log p)``, the negative entropy of the softmax ``p``.
+
+    :param strength: the term's coefficient, above 0.
+    """
+
+    def __init__(self, strength: float):
+        self.strength = strength
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Return the batch's mean negative entropy times ``strength`` (``targets`` are not used)."""
+        log_probabilities = F.log_softmax(logits.float(), dim=1)
+        return self.strength * (log_probabilities.exp() * log_probabilities).sum(dim=1).mean()
+
+
+def build_confidence_penalty(context):
+    """Return :class:`ConfidencePenalty` at ``extra.confidence_penalty``, or ``None`` when it is 0.
+
+    :param context: the fit's :class:`automl_transfer.plugin.TrainingContext`.
+    """
+    strength = float(context.values["confidence_penalty"])
+    return ConfidencePenalty(strength) if strength > 0 else None
+
+
+def build_grey(context):
+    """Return a transform turning ``extra.grey_share`` of a batch's images grey, or ``None`` when it is 0.
+
+    :param context: the fit's :class:`automl_transfer.plugin.TrainingContext`.
+    :returns: ``grey(images, labels) -> (images, labels)``; it draws from torch's global
+        generator, which the core seeds for every trial.
+    """
+    share = float(context.values["grey_share"])
+    if share <= 0:
+        return None
+
+    def grey(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        chosen = torch.rand(images.shape[0], device=images.device) < share
+        luminance = (images * torch.tensor([0.299, 0.587, 0.114], device=images.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        return torch.where(chosen.view(-1, 1, 1, 1), luminance.expand_as(images), images), labels
+
+    return grey
+
+
+@hookimpl
+def register_regularizers(register):
+    """Register ``confidence-penalty``, read from ``extra.confidence_penalty``."""
+    register("confidence-penalty", build_confidence_penalty, settings={"confidence_penalty": 0.0},
+             description="penalise confident predictions (negative entropy) (example plugin)")
+
+
+@hookimpl
+def register_batch_transforms(register):
+    """Register ``grey``, read from ``extra.grey_share``."""
+    register("grey", build_grey, settings={"grey_share": 0.0},
+             description="turn a share of each batch grey (example plugin)")
 
 
 @hookimpl
