@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from search_processes import open_study
 
 from automl_transfer.ranking.knn import knn_accuracy
 from automl_transfer.ranking.logme import logme
@@ -125,6 +126,7 @@ def test_rank_command_prints_a_table_and_one_json_object_with_random_weights_las
     assert main([*arguments, "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
     assert [entry["rank"] for entry in listing["sources"]] == [1, 2, 3]
+    assert isinstance(listing["estimators_agree"], bool)
     assert set(listing["sources"][0]) == {"source", "logme", "knn_accuracy", "rank", "seconds"}
     last = listing["sources"][-1]
     assert last["source"] == "timm:test_resnet@none" and last["logme"] is None and last["knn_accuracy"] is None
@@ -165,6 +167,30 @@ def test_the_prior_orders_the_start_points_and_a_resume_does_not_rank_again(chec
 
     TransferSearch(dataset=DATASET, space=str(space), trials=3, run_dir=run_dir, quiet=True, refit=False).run()
     assert len(calls) == 1  # the resume read the recorded ranking
+
+
+def test_sources_the_estimators_order_differently_keep_the_space_order(checkpoints, tmp_path, monkeypatch):
+    """LogME prefers the second checkpoint, kNN the first: the averaged rank is no evidence, so no reordering."""
+    from automl_transfer import TransferSearch
+    from automl_transfer.ranking.rank import SourceScore, agreed_order
+    from automl_transfer.search import search as search_module
+    from automl_transfer.search.record import recorded_ranking
+
+    def contradicting(sources, *args, **kwargs):
+        return [SourceScore(sources[1], -0.035, 0.60, 1, 0.0), SourceScore(sources[0], -0.10, 0.65, 2, 0.0),
+                SourceScore(sources[2], None, None, 3, 0.0)]
+
+    assert agreed_order(contradicting(["a", "b", "c"])) is None
+    assert agreed_order([SourceScore("b", -0.035, 0.65, 1, 0.0), SourceScore("a", -0.10, 0.65, 2, 0.0)]) == ["b", "a"]
+    monkeypatch.setattr(search_module, "rank_sources", contradicting)
+    space = write_space(tmp_path, checkpoints, "start: [{freeze_depth: 1.0, lr: 0.1}]\n")
+    run_dir = tmp_path / "run"
+    TransferSearch(dataset=DATASET, space=str(space), trials=2, run_dir=run_dir, quiet=True, refit=False).run()
+    study = open_study(run_dir)
+    assert [trial.params["source"] for trial in study.trials[:2]] == [
+        f"timm:test_resnet@{checkpoints[0]}", f"timm:test_resnet@{checkpoints[1]}"
+    ]
+    assert recorded_ranking(study)[0]["source"] == f"timm:test_resnet@{checkpoints[1]}"
 
 
 def test_no_rank_prior_keeps_the_space_order_and_records_no_ranking(checkpoints, tmp_path):

@@ -16,13 +16,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="rank the space's sources by how well their frozen features suit the dataset",
         description=(
             "For every source of the space, compute its frozen pooled features of the training images, then "
-            "LogME and a kNN validation accuracy, and print the sources by combined rank. The features stay in "
+            "LogME and a kNN validation accuracy, and print the sources by combined rank. A search orders its start "
+            "points by this rank only when the two estimators agree on every pair of sources. The features stay in "
             "the run dir's cache, where a search of the same dataset and space reuses them."
         ),
     )
     parser.add_argument("--dataset", required=True, help="PLUGIN[:LOCATION], as for search")
     parser.add_argument("--space", required=True, help="search-space preset or YAML path, as for search")
-    parser.add_argument("--json", action="store_true", help='print {"sources": [{"source", "logme", "knn_accuracy", "rank", "seconds"}]}')
+    parser.add_argument("--json", action="store_true", help='print {"sources": [{"source", "logme", "knn_accuracy", '
+                        '"rank", "seconds"}], "estimators_agree": BOOL}')
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--run-dir", type=Path, help="where the cache goes (default runs/<study>, as for search)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the validation split (default 0)")
@@ -40,9 +42,12 @@ def run(args: argparse.Namespace) -> int:
         dataset=args.dataset, space=args.space, run_dir=args.run_dir, device=args.device, seed=args.seed,
         val_fraction=args.val_fraction, quiet=True,
     )
+    from automl_transfer.ranking.rank import agreed_order
+
     scores = TransferSearch(config).rank()
+    agree = agreed_order(scores) is not None
     if args.json:
-        print(json.dumps({"sources": [score.to_dict() for score in scores]}, indent=2))
+        print(json.dumps({"sources": [score.to_dict() for score in scores], "estimators_agree": agree}, indent=2))
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -58,5 +63,12 @@ def run(args: argparse.Namespace) -> int:
             "-" if score.knn_accuracy is None else f"{score.knn_accuracy:.4f}",
             f"{score.seconds:.2f}",
         )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if not agree:
+        console.print(
+            "LogME and the kNN accuracy order some sources differently, so this ranking is not evidence: "
+            "a search keeps the space's order of sources for its start points.",
+            highlight=False,
+        )
     return 0

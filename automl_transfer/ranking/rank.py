@@ -9,6 +9,8 @@ them, and a few-shot task needs every image for a stable score): LogME
 classifier (:mod:`automl_transfer.ranking.knn`). Sources are ranked by the mean of their two
 ranks (ties go to the better kNN accuracy). A source with random weights (``@none``) has no
 meaningful transferability score: it is ranked after every pretrained one, without scores.
+A search orders its start points by the ranking only when the two estimators agree on every
+pair of sources (:func:`agreed_order`); otherwise it keeps the space's order.
 """
 
 from __future__ import annotations
@@ -140,6 +142,25 @@ def _ranked(scored: list[tuple[str, float | None, float | None, float]]) -> list
         SourceScore(source, evidence, accuracy, rank, round(seconds, 3))
         for rank, (source, evidence, accuracy, seconds) in enumerate(ranked, start=1)
     ]
+
+
+def agreed_order(scores: list[SourceScore]) -> list[str] | None:
+    """Return the ranked sources when the two estimators never contradict each other, else ``None``.
+
+    Two pretrained sources contradict when LogME puts one strictly above the other and the kNN
+    accuracy strictly the other way round: the ranking then rests on how two incomparable scales
+    were averaged, not on evidence, and a search must not reorder its start points by it. Ties
+    contradict nothing; random-weight sources (no scores) take no part.
+
+    :param scores: :func:`rank_sources`' result.
+    :returns: the sources in ranked order, or ``None`` when some pair is contradicted.
+    """
+    scored = [score for score in scores if score.logme is not None and score.knn_accuracy is not None]
+    for index, first in enumerate(scored):
+        for second in scored[index + 1 :]:
+            if (first.logme - second.logme) * (first.knn_accuracy - second.knn_accuracy) < 0:
+                return None
+    return [score.source for score in scores]
 
 
 def _places(values: list[float]) -> list[float]:

@@ -33,7 +33,7 @@ from automl_transfer.data.prepare import PreparedData, prepare_data
 from automl_transfer.errors import DatasetError, RunDirError
 from automl_transfer.model.source_spec import random_weights
 from automl_transfer.model.sources import BackboneCache
-from automl_transfer.ranking.rank import SourceScore, rank_sources
+from automl_transfer.ranking.rank import SourceScore, agreed_order, rank_sources
 from automl_transfer.registry import call_observers, load_plugins
 from automl_transfer.search.claims import claim_lock, claim_trial, open_trials
 from automl_transfer.search.config import METRICS, SearchConfig, make_pruner, make_sampler, optuna_log
@@ -360,9 +360,9 @@ class TransferSearch:
         write_identity(study, identity)
         order = None
         if self.config.rank_prior and sum(not random_weights(source) for source in self.space.sources) >= 2:
-            ranking = [score.to_dict() for score in self._rank()]
-            write_ranking(study, ranking)
-            order = [score["source"] for score in ranking]
+            scores = self._rank()
+            write_ranking(study, [score.to_dict() for score in scores])
+            order = agreed_order(scores)
         for number, params in enumerate(self.space.start_trials(order)[: self.config.trials]):
             study.enqueue_trial(params, user_attrs={START_POINT: number}, skip_if_exists=True)
         return study
