@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BUILT_IN_PLUGINS = {
     "timm", "torchvision", "lite", "efficientnet-pytorch-layout", "heads", "imagefolder", "csv", "digits", "photos",
-    "synthetic", "console",
+    "synthetic", "console", "regularizers", "mixing",
 }
 NOT_SOURCE = (".git", ".venv", "build", "dist", "runs", "*.egg-info", "__pycache__", ".pytest_cache", ".cache")
 

@@ -46,9 +46,10 @@ class TrainingContext:
     def source_backbone(self) -> nn.Module:
         """Return a frozen copy of the backbone as it was when the fit started, in eval mode.
 
-        Call it from ``build``, before the first step (a later first call copies trained weights). The copy is made on the first call and shared by every component of the fit (each
-        context of one fit holds the same list), so two regularizers that compare with the
-        source network cost one copy.
+        Call it from ``build``, before the first step: a later first call would copy trained
+        weights. The copy is made on the first call and shared by every component of the fit
+        (each context of one fit holds the same list), so two regularizers that compare with
+        the source network cost one copy.
         """
         if not self._source:
             source = copy.deepcopy(self.model.backbone).eval()

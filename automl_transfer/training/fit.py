@@ -2,8 +2,9 @@
 
 :func:`fit` trains a :class:`TransferModel` whose first backbone groups are frozen:
 AdamW (no weight decay on norm scales, biases and other 1-d parameters; frozen parameters
-get no optimiser state), a per-step linear warmup and cosine decay, label smoothing, L2-SP
-toward the backbone weights the fit started from and L1; early stopping keeps the best
+get no optimiser state), a per-step linear warmup and cosine decay, label smoothing, and the
+regularizers and batch transforms plugins registered (L2-SP, L1, DELTA, BSS, mixup, cutmix
+built in; :mod:`automl_transfer.training.extensions`); early stopping keeps the best
 epoch's weights (see :mod:`automl_transfer.training.trainer`). :func:`fit_with_oom_retry`
 halves the batch size when CUDA runs out of memory.
 
@@ -72,7 +73,7 @@ def fit(
     :param settings: the trial's hyperparameters and device.
     :param on_epoch: called after each epoch with ``(epoch, metrics)``, ``epoch`` counting
         from 1 and ``metrics`` holding ``epoch``, ``train_loss`` (the mean label-smoothed
-        training loss of the epoch, without the L2-SP term), ``val_loss`` (cross-entropy
+        training loss of the epoch, without any regularizer's term), ``val_loss`` (cross-entropy
         without smoothing), ``accuracy``, ``macro_f1`` and ``train_images`` (the images one
         epoch trains on). Whatever it raises (``optuna.TrialPruned``) stops the fit at once
         and propagates.

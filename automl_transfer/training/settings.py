@@ -30,6 +30,8 @@ class _TrialSettingsChecks:
     - ``l2sp`` is the penalty ``l2sp / 2 * sum ||w - w0||^2`` over the trainable backbone
       parameters, ``w0`` their values when the fit started; above 0 it replaces weight decay on
       the backbone. ``l1`` is ``l1 * sum |w|`` over the trainable weight matrices and kernels.
+      Both are regularizer plugins (``automl_transfer_plugins.regularizers``), as are DELTA and
+      BSS; ``extra`` holds the settings regularizer and batch-transform plugins declare.
     - A pass over the training split is cut into ``ceil(n / batch_size)`` near-equal batches;
       ``min_steps`` makes every epoch several passes when ``epochs`` passes make fewer steps.
     - ``augment`` is a key of :data:`~automl_transfer.data.augmentations.AUGMENTATIONS`;
