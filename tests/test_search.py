@@ -62,7 +62,7 @@ def finished_run(tmp_path_factory) -> Path:
 def test_search_writes_summary_and_a_best_model_matching_the_study(finished_run: Path) -> None:
     summary = json.loads((finished_run / "summary.json").read_text())
     assert set(summary) == {
-        "metric", "best_value", "best_params", "best_trial", "n_complete", "n_pruned", "n_failed", "refit", "test"
+        "metric", "best_value", "best_params", "best_trial", "n_complete", "n_pruned", "n_failed", "refit", "cross_check", "test"
     }  # "test": the digits dataset has a test split, so the final best model is scored on it
     assert summary["n_complete"] + summary["n_pruned"] + summary["n_failed"] == 3
     study = load_study(finished_run)

@@ -74,6 +74,14 @@ def add_search_flags(parser: argparse.ArgumentParser) -> None:
         "(default); --no-refit keeps the selected trial's model",
     )
     parser.add_argument(
+        "--cross-check",
+        type=int,
+        metavar="N",
+        help="before the refit, score the N best trials by stratified cross-validation on every labelled image "
+        "and keep the best mean: on a small validation split one image decides (default 0: off)",
+    )
+    parser.add_argument("--folds", type=int, help="folds of --cross-check (default 3)")
+    parser.add_argument(
         "--rank-prior",
         action=argparse.BooleanOptionalAction,
         default=None,

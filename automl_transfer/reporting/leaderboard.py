@@ -3,7 +3,8 @@
 Used by the console observer at the end of a search and by ``automl-transfer report``. Trials
 are ranked by the rule that picks ``best/``: the value, then (on a tie) the lower validation
 loss, which is shown; the trial whose model is in ``best/`` is ranked first among its equals
-and marked ``*``. ``epochs`` is how many epochs a trial trained (early stopping and pruning
+and marked ``*``. After a cross-check of the finalists, they come first, by their mean fold
+score, which is shown with its spread. ``epochs`` is how many epochs a trial trained (early stopping and pruning
 end trials before the space's ``epochs``). A parameter appears as a column when it took more than one value among the study's finished
 trials (head parameters as ``<head>.<parameter>``, plugin settings as ``extra.<name>``). The
 table fits the console it is printed on: when its columns would not fit unwrapped, each trial
@@ -23,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from automl_transfer.search.counting import trial_counts
+from automl_transfer.search.finalists import cross_check_record
 from automl_transfer.search.summary import best_trial
 
 if TYPE_CHECKING:
@@ -77,12 +79,23 @@ def leaderboard(
     completed = [trial for trial in finished if trial.state == TrialState.COMPLETE]
     kept = best_trial(study, run_dir) if run_dir is not None else None  # without best/, Optuna's pick is no rule
     kept_number = None if kept is None else kept.number
-    ranked = ranked_trials(completed, study.direction.name == "MAXIMIZE", kept_number)[:limit]
+    record = cross_check_record(study)
+    cross_checked = {entry["trial"]: entry for entry in record["finalists"]} if record else {}
+    ranked = ranked_trials(
+        completed, study.direction.name == "MAXIMIZE", kept_number,
+        {number: entry["mean"] for number, entry in cross_checked.items()},
+    )[:limit]
     columns = varying_params(finished or completed)
     with_loss = metric != "loss"  # the loss is the value itself
-    rows = [_row(rank, trial, columns, trial.number == kept_number, with_loss) for rank, trial in enumerate(ranked, start=1)]
-    headers = ["rank", "trial", metric, *(["val_loss"] if with_loss else []), *columns, "epochs"]
+    rows = [
+        _row(rank, trial, columns, trial.number == kept_number, with_loss, cross_checked if record else None)
+        for rank, trial in enumerate(ranked, start=1)
+    ]
+    cross_header = [f"{record['folds']}-fold mean ± sd"] if record else []
+    headers = ["rank", "trial", metric, *(["val_loss"] if with_loss else []), *cross_header, *columns, "epochs"]
     caption = _caption(study) + ("; * its model is in best/" if kept is not None else "")
+    if record:
+        caption += f"; the {len(cross_checked)} finalists rank by their {record['folds']}-fold cross-validation mean"
     table = Table(title=f"Leaderboard ({metric})", caption=caption)
     for header in headers:
         table.add_column(header, no_wrap=True)
@@ -119,18 +132,26 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def ranked_trials(completed: list[FrozenTrial], maximize: bool, kept: int | None) -> list[FrozenTrial]:
+def ranked_trials(
+    completed: list[FrozenTrial], maximize: bool, kept: int | None, cross_checked: dict[int, float] | None = None
+) -> list[FrozenTrial]:
     """Order complete trials as the search picks ``best/``: by value, then the lower validation loss.
 
     :param kept: the number of the trial whose model is in ``best/``: first among trials of its value (equal
         losses are settled by which was saved first, which only ``best/`` records).
+    :param cross_checked: the finalists' mean fold scores, by trial number: they come first, by that mean.
     :returns: the trials, best first; trials without a validation loss come after those with one.
     """
+    means = cross_checked or {}
 
-    def key(trial: FrozenTrial) -> tuple[float, bool, float, int]:
+    def key(trial: FrozenTrial) -> tuple[bool, float, bool, float, int]:
         loss = trial.user_attrs.get("metrics", {}).get("val_loss")
         finite = isinstance(loss, (int, float)) and math.isfinite(loss)
-        return (-trial.value if maximize else trial.value, trial.number != kept, loss if finite else math.inf, trial.number)
+        score = means.get(trial.number, trial.value)
+        return (
+            trial.number not in means, -score if maximize else score, trial.number != kept,
+            loss if finite else math.inf, trial.number,
+        )
 
     return sorted(completed, key=key)
 
@@ -140,14 +161,20 @@ def epochs_trained(trial: FrozenTrial) -> int:
     return sum(key.startswith("epoch_") for key in trial.user_attrs)
 
 
-def _row(rank: int, trial: FrozenTrial, columns: list[str], kept: bool, with_loss: bool) -> list[str]:
+def _row(
+    rank: int, trial: FrozenTrial, columns: list[str], kept: bool, with_loss: bool,
+    cross_checked: dict[int, dict[str, Any]] | None,
+) -> list[str]:
     params = flat_params(trial.user_attrs.get("params", trial.params))
     loss = trial.user_attrs.get("metrics", {}).get("val_loss")
+    entry = (cross_checked or {}).get(trial.number)
+    cross_cell = MISSING if entry is None else f"{entry['mean']:.4f} ± {entry['spread']:.4f}"
     return [
         str(rank),
         f"{trial.number} *" if kept else str(trial.number),
         f"{trial.value:.4f}",
         *([f"{loss:.4f}" if isinstance(loss, (int, float)) else MISSING] if with_loss else []),
+        *([cross_cell] if cross_checked is not None else []),
         *(format_value(params.get(name, MISSING)) for name in columns),
         str(epochs_trained(trial)),
     ]

@@ -63,6 +63,11 @@ class SearchConfig:
     :param refit: after the trials, train the winning configuration again on training and
         validation images together for its best number of epochs and keep that as ``best/``
         (``False``: keep the selected trial's own model).
+    :param cross_check: before the refit, score this many of the best trials by stratified
+        ``folds``-fold cross-validation on every labelled image and keep the best mean
+        (:mod:`automl_transfer.search.cross_check`); 0: the validation score alone decides.
+        Only with ``refit``: the winner's weights come from its refit.
+    :param folds: the folds of ``cross_check``.
     :param rank_prior: when the study is created, rank the sources by transferability and
         run their start points best first (``False``: in the space's order, no ranking). A
         space with fewer than two pretrained sources has nothing to order and is not ranked.
@@ -95,6 +100,8 @@ class SearchConfig:
     devices: str | None = None
     heartbeat_interval: int = HEARTBEAT_INTERVAL
     refit: bool = True
+    cross_check: int = 0
+    folds: int = 3
     rank_prior: bool = True
     weights: str | None = None
     weights_dir: Path | None = None
@@ -108,6 +115,15 @@ class SearchConfig:
         if self.heartbeat_interval is None or int(self.heartbeat_interval) < 1:
             raise AutoMLTransferError(f"--heartbeat-interval must be at least 1 second, not {self.heartbeat_interval}")
         self.workers = int(self.workers)
+        if self.cross_check is None or int(self.cross_check) < 0 or int(self.cross_check) == 1:
+            raise AutoMLTransferError(
+                f"--cross-check must be 0 (off) or 2 or more finalists to choose between, not {self.cross_check}"
+            )
+        if self.folds is None or int(self.folds) < 2:
+            raise AutoMLTransferError(f"--folds must be at least 2, not {self.folds}")
+        if int(self.cross_check) and not self.refit:
+            raise AutoMLTransferError("--cross-check needs the refit (it keeps the winner's refit): drop --no-refit")
+        self.cross_check, self.folds = int(self.cross_check), int(self.folds)
         self.heartbeat_interval = int(self.heartbeat_interval)
         if self.timeout is not None and self.timeout <= 0:
             raise AutoMLTransferError(f"--timeout must be a positive number of seconds, not {self.timeout}")

@@ -7,6 +7,9 @@ together, for the epochs its trial found best, and makes the result ``best/`` (a
 every save). ``model.json`` and ``summary.json`` then carry ``refit``: how it was retrained;
 ``value`` and ``metrics`` stay the validation scores that selected the configuration.
 
+After a cross-check (:mod:`automl_transfer.search.cross_check`) the refit trains the finalist
+with the best mean fold score, which may not be the trial whose own model is in ``best/``.
+
 A refit that crashes leaves the selected model in ``best/``; the next run of the same search
 command refits it again. A refit is skipped while another process still runs trials (its
 result could still change the winner).
@@ -22,6 +25,7 @@ import torch
 from automl_transfer.data.prepare import LabelledTensors, PreparedData
 from automl_transfer.registry import call_observers
 from automl_transfer.search.counting import trial_counts
+from automl_transfer.search.finalists import cross_checked_best
 from automl_transfer.search.recovery import SEED_TRIAL
 from automl_transfer.search.summary import best_trial
 from automl_transfer.search.trials import TrialRunner
@@ -45,9 +49,11 @@ def refit_best(runner: TrialRunner, study: optuna.Study, base_seed: int) -> dict
     if best is None or trial_counts(study)["n_running"] > 0:
         return None
     saved = read_best_info(context.run_dir)
-    if saved is None or saved.get("trial") != best.number:
+    if saved is None:
+        return None
+    if saved.get("trial") != best.number and cross_checked_best(study) != best.number:
         return None  # best/ is the only copy of a winner's weights; never refit a stranger
-    if saved.get("refit"):
+    if saved.get("trial") == best.number and saved.get("refit"):
         return saved["refit"]
     params = TrialParams.from_dict(best.user_attrs["params"])
     epochs = int(best.user_attrs.get("best_epoch") or params.epochs)
@@ -72,7 +78,8 @@ def refit_best(runner: TrialRunner, study: optuna.Study, base_seed: int) -> dict
     record = {"trial": best.number, "epochs": epochs, "train_images": len(everything.train), "seed": seed}
     info = runner.model_info(best.number, trained, float(best.value))
     # What selected the configuration stays recorded: its parameters and validation scores.
-    info.params, info.metrics, info.best_epoch = best.user_attrs["params"], dict(saved.get("metrics", {})), saved.get("best_epoch")
+    info.params, info.metrics = best.user_attrs["params"], dict(best.user_attrs.get("metrics", {}))
+    info.best_epoch = best.user_attrs.get("best_epoch")
     info.refit = record
     save_best(context.run_dir, trained.model, info)
     return record

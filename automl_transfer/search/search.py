@@ -37,7 +37,8 @@ from automl_transfer.ranking.rank import SourceScore, agreed_order, rank_sources
 from automl_transfer.registry import call_observers, load_plugins
 from automl_transfer.search.claims import claim_lock, claim_trial, open_trials
 from automl_transfer.search.config import METRICS, SearchConfig, make_pruner, make_sampler, optuna_log
-from automl_transfer.search.counting import finished_count
+from automl_transfer.search.counting import finished_count, trial_counts
+from automl_transfer.search.cross_check import cross_check
 from automl_transfer.search.existing import existing_study
 from automl_transfer.search.final_score import held_out_data, score_final_model
 from automl_transfer.search.phases import Phase
@@ -125,6 +126,8 @@ class TransferSearch:
                     run_workers(self, study, deadline, signals)
                 # workers=0: open() recorded the search; `automl-transfer worker` processes run it
                 if self.config.refit and self.config.workers > 0:
+                    if self.config.cross_check and trial_counts(study)["n_running"] == 0:
+                        cross_check(self.runner, study, self.config.seed, self.config.cross_check, self.config.folds)
                     refit_best(self.runner, study, self.config.seed)
                 if self.config.workers > 0 and self.held_out is not None:
                     test = score_final_model(self.config.run_dir, self.held_out, self.device, self.config.skip_bad_images)
