@@ -35,11 +35,9 @@ import torch
 from common import publish, section_preamble, table
 
 from automl_transfer import TransferSearch
-from automl_transfer.search.recovery import SEED_TRIAL
-from automl_transfer.search.refit import all_labelled
+from automl_transfer.search.refit import all_labelled, retrain
 from automl_transfer.training.evaluation import evaluate
 from automl_transfer.training.params import TrialParams
-from automl_transfer.training.trial import run_trial
 
 TASKS = {
     "photos": "photos:per_class=10,test_per_class=40,size=64,seed={seed}",
@@ -75,13 +73,8 @@ def refit_and_test(search: TransferSearch, trial, seed: int) -> float:
     same seed gives another head with the other.
     """
     params = TrialParams.from_dict(trial.user_attrs["params"])
-    epochs = int(trial.user_attrs.get("best_epoch") or params.epochs)
     data = search.prepare(params.image_size, params.interpolation)
-    everything = all_labelled(data)
-    trained = run_trial(
-        params.replace(epochs=epochs, patience=0), lambda size, interpolation: everything, torch.device("cpu"),
-        lambda *_: None, seed=seed + trial.user_attrs.get(SEED_TRIAL, trial.number), build=search.backbones.build,
-    )
+    trained = retrain(search.runner.context, trial, all_labelled(data), seed)
     return evaluate(trained.model, data.test, torch.device("cpu"), 512)["accuracy"]
 
 

@@ -30,12 +30,10 @@ from automl_transfer.search.finalists import (
     cross_checked_best,
     finalists,
 )
-from automl_transfer.search.recovery import SEED_TRIAL
-from automl_transfer.search.refit import all_labelled
+from automl_transfer.search.refit import all_labelled, retrain
 from automl_transfer.search.trials import TrialRunner
 from automl_transfer.training.evaluation import evaluate
 from automl_transfer.training.params import TrialParams
-from automl_transfer.training.trial import run_trial
 
 
 def stratified_folds(labels: Sequence[int], folds: int, seed: int) -> list[int]:
@@ -130,16 +128,7 @@ def _fold_score(
     kept = [index for index, owner in enumerate(assignment) if owner != fold]
     train = LabelledTensors(everything.images[kept], everything.labels[kept])
     data = PreparedData(context.prepare(params.image_size, params.interpolation).class_names, train, None, None, 0, "")
-    trained = run_trial(
-        params.replace(epochs=int(trial.user_attrs.get("best_epoch") or params.epochs), patience=0),
-        lambda size, interpolation: data,
-        context.device,
-        lambda epoch, metrics: None,
-        compile_model=context.compile_model,
-        seed=base_seed + trial.user_attrs.get(SEED_TRIAL, trial.number),
-        monitor=context.metric_key,
-        build=context.build_backbone,
-    )
+    trained = retrain(context, trial, data, base_seed)
     metrics = evaluate(trained.model, LabelledTensors(everything.images[held], everything.labels[held]),
                        context.device, 2 * params.batch_size)
     return float(metrics[context.metric_key])
