@@ -27,6 +27,7 @@ from safetensors.torch import load_file
 
 from automl_transfer import TransferSearch, load_model
 from automl_transfer.data.prepare import PreparedData
+from automl_transfer.search.refit import refit_epochs
 from automl_transfer.training.evaluation import evaluate
 from automl_transfer.training.optim import build_lr_schedule, warmup_steps_for
 from automl_transfer.training.trainer import BestEpoch, Trainer
@@ -124,16 +125,17 @@ def search(instance: Instance, run_dir: Path, variant: str) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     model = load_model(run_dir, device="cpu").model
     accuracy = evaluate(model, instance.data.test, torch.device("cpu"), batch_size=512)["accuracy"]
-    images = _trial_images(run_dir, summary, len(instance.data.train))
+    images = trial_images(run_dir, summary, len(instance.data.train))
     shutil.rmtree(run_dir, ignore_errors=True)
     return {"test": accuracy, "images": images, "seconds": seconds, "best_trial": summary["best_trial"]}
 
 
-def _trial_images(run_dir: Path, summary: dict[str, Any], train_size: int) -> int:
-    """Training images the search processed: every epoch of every trial, plus the refit's (estimated).
+def trial_images(run_dir: Path, summary: dict[str, Any], train_size: int) -> int:
+    """Training images the search processed: every epoch of every trial, plus the refit's and the cross-check's (estimated).
 
     A refit trains ``refit["epochs"]`` epochs on ``refit["train_images"]`` images; its epochs
-    are counted as the best trial's, scaled by how many more images it had.
+    are counted as the best trial's, scaled by how many more images it had. A cross-check trains
+    each finalist once per fold, its refit epochs on all but one fold of those images.
     """
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(run_dir / "study.journal")))
     (name,) = optuna.get_all_study_names(storage)
@@ -148,6 +150,12 @@ def _trial_images(run_dir: Path, summary: dict[str, Any], train_size: int) -> in
     if refit:
         per_epoch = trials[refit["trial"]].user_attrs["epoch_1"]["train_images"]
         images += round(refit["epochs"] * per_epoch * refit["train_images"] / train_size)
+        check = summary.get("cross_check")
+        for finalist in check["finalists"] if check else ():
+            trial = trials[finalist["trial"]]
+            fold_train = refit["train_images"] * (check["folds"] - 1) / check["folds"]
+            images += round(check["folds"] * refit_epochs(trial) * trial.user_attrs["epoch_1"]["train_images"]
+                            * fold_train / train_size)
     return images
 
 

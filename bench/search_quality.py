@@ -17,12 +17,23 @@ off. Ablations run on one shot count per task (task 0-4 -> 5-9 at 5, even -> odd
 5-9 -> 0-4 at 20) to bound the compute. Columns: median and range of test accuracy, the
 training images processed (compute) and wall seconds.
 
+``--real``: the same comparison on real pretrained sources (bench/real_quality_methods.py):
+our search over the ``lite`` preset (ImageNet EfficientNet-Lite0/1/2, 64 px, a fixed budget of
+trials), random search over it at the same budget, and the fine-tune a user writes by hand on
+ImageNet Lite0 (AdamW 1e-3, cosine, 15 epochs; and again at as many training images as our
+search used on the same task and seed), plus variants of our search that each change one
+default. Tasks ship offline: ``photos`` (crops of ten photographs, disjoint cells), ``photos,
+other half`` (train on each photograph's left half, test on its right half) and ``digits``
+(upscaled to 64 px), at 5, 10 and 20 labelled images per class; three seeds; the variants run
+at 10. ``--shots`` and ``--methods`` run part of the grid.
+
 Runs are written to a JSONL file as they finish, so an interrupted benchmark resumes; ``--jobs``
 runs that many at once, one CPU thread each.
 
-Run (about 2 hours with ``--jobs 2`` on 2 quiet CPU cores)::
+Run (about 2 hours with ``--jobs 2`` on 2 quiet CPU cores; ``--real``, several hours)::
 
     python bench/search_quality.py --jobs 2
+    python bench/search_quality.py --real --jobs 2
 """
 
 from __future__ import annotations
@@ -48,11 +59,26 @@ ABLATION_SHOTS = {"0-4 -> 5-9": 5, "even -> odd": 10, "5-9 -> 0-4": 20}
 MAIN_METHODS = ("hand-written loop", "ours", "random search, no pruning", "ours, a third of the trials",
                 LOOP_AT_OUR_COMPUTE)
 
+#: ``--real``: few-shot tasks on real photographs and digits, each a dataset text to fill in.
+REAL_TASKS = {
+    "photos": "photos:per_class={shots},test_per_class=40,size=64,seed={seed}",
+    "photos, other half": "photos:per_class={shots},test_per_class=40,size=64,seed={seed},split=halves",
+    "digits": "digits:per_class={shots},size=64,seed={seed}",
+}
+REAL_QUICK_TASKS = {"photos": "photos:per_class={shots},test_per_class=3,size=64,seed={seed}"}
+REAL_HAND = "hand-written fine-tune, Lite0, 15 epochs"
+REAL_HAND_AT_OUR_COMPUTE = "hand-written fine-tune, Lite0, as many images as ours"
+REAL_MAIN_METHODS = ("ours", REAL_HAND, REAL_HAND_AT_OUR_COMPUTE, "random search, no pruning")
+REAL_ABLATION_SHOTS = 10
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Read the command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one task, one seed, 3 short trials: proves the script works")
+    parser.add_argument("--real", action="store_true", help="real pretrained sources (ImageNet EfficientNet-Lite) on photos and digits")
+    parser.add_argument("--shots", type=int, nargs="+", help="labelled images per class to run (default: 5 10 20)")
+    parser.add_argument("--methods", nargs="+", help="methods to run (default: every one)")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per task (default 5)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once, one thread each (default 1)")
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache/bench"), help="source checkpoints")
@@ -61,12 +87,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds = 1
-    args.runs = args.runs or args.cache_dir / ("search_quality-quick.jsonl" if args.quick else "search_quality.jsonl")
+    if args.real and args.seeds == parser.get_default("seeds"):
+        args.seeds = 3
+    name = "search_quality" + ("-real" if args.real else "") + ("-quick" if args.quick else "")
+    args.runs = args.runs or args.cache_dir / f"{name}.jsonl"
     return args
 
 
 def planned_runs(args: argparse.Namespace) -> list[dict]:
-    """Every (method, task, shots, seed) to run, main rows first."""
+    """Every (method, task, shots, seed) to run, main rows first; ``--shots`` and ``--methods`` keep part."""
+    plan = planned_real_runs(args) if args.real else planned_digits_runs(args)
+    return [job for job in plan
+            if (not args.shots or job["shots"] in args.shots) and (not args.methods or job["method"] in args.methods)]
+
+
+def planned_real_runs(args: argparse.Namespace) -> list[dict]:
+    """``--real``: the main methods at every shot count, the variants at :data:`REAL_ABLATION_SHOTS`."""
+    from real_quality_methods import VARIANTS
+
+    tasks = REAL_QUICK_TASKS if args.quick else REAL_TASKS
+    shots = (3,) if args.quick else SHOTS
+    plan = [{"method": method, "task": task, "shots": shot, "seed": seed}  # instance by instance
+            for shot in shots for task in tasks for seed in range(args.seeds) for method in REAL_MAIN_METHODS]
+    plan += [{"method": method, "task": task, "shots": shots[0] if args.quick else REAL_ABLATION_SHOTS, "seed": seed}
+             for method in VARIANTS if method not in REAL_MAIN_METHODS for task in tasks for seed in range(args.seeds)]
+    return plan
+
+
+def planned_digits_runs(args: argparse.Namespace) -> list[dict]:
+    """The digits tasks: the main methods at every shot count, the ablations at one per task."""
     from quality_methods import VARIANTS
 
     tasks = list(TASKS)[:1] if args.quick else list(TASKS)
@@ -112,6 +161,8 @@ def run_one(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(1)
+    if job["real"]:
+        return {**{key: job[key] for key in ("method", "task", "shots", "seed")}, **run_real(job)}
     from quality_methods import Instance, loop_epochs, search, set_trials, yardstick
 
     if job["quick"]:
@@ -135,6 +186,43 @@ def run_one(job: dict) -> dict:
     return {**{key: job[key] for key in ("method", "task", "shots", "seed")}, **outcome}
 
 
+def run_real(job: dict) -> dict:
+    """Run one ``--real`` run: a search variant, or the hand-written fine-tune.
+
+    The fine-tune at our compute gets as many epochs as make ``job["our_images"]`` (what our
+    search processed on the same task, shots and seed) over its labelled images.
+    """
+    import real_quality_methods as methods
+
+    from automl_transfer.data.datasets import load_dataset
+
+    tasks = REAL_QUICK_TASKS if job["quick"] else REAL_TASKS
+    dataset = tasks[job["task"]].format(shots=job["shots"], seed=job["seed"])
+    if job["method"] == REAL_HAND:
+        return methods.hand_written(dataset, job["seed"], 1 if job["quick"] else methods.HAND_EPOCHS)
+    if job["method"] == REAL_HAND_AT_OUR_COMPUTE:
+        epochs = max(1, round(job["our_images"] / len(load_dataset(dataset).train)))
+        return methods.hand_written(dataset, job["seed"], epochs)
+    if job["quick"]:
+        methods.TRIALS = 2
+    changes = {"epochs": 1, "source": ["lite:lite0"]} if job["quick"] else {}
+    with tempfile.TemporaryDirectory() as folder:
+        return methods.search(dataset, job["seed"], Path(folder) / "run", job["method"], changes)
+
+
+def run_jobs(todo: list[dict], jobs: int, done: list[dict], log_path: Path) -> None:
+    """Run ``todo`` in ``jobs`` worker processes, appending each record to ``done`` and the JSONL file."""
+    if not todo:
+        return
+    with multiprocessing.get_context("spawn").Pool(jobs, maxtasksperchild=20) as pool, log_path.open("a") as log:
+        for record in pool.imap_unordered(run_one, todo):
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            done.append(record)
+            print(f"{len(done)}: {record['method']} | {record['task']} | {record['shots']} | {record['seed']}: "
+                  f"{record['test']:.3f}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run (or resume) every planned run, then publish the table."""
     args = parse_args(argv)
@@ -145,19 +233,24 @@ def main(argv: list[str] | None = None) -> None:
     done = [json.loads(line) for line in args.runs.read_text().splitlines()] if args.runs.is_file() else []
     finished = {_key(run) for run in done}
     plan = planned_runs(args)
-    tasks = list(TASKS)[:1] if args.quick else list(TASKS)
-    checkpoints = {task: os.path.abspath(source_checkpoint(task, args.cache_dir, args.quick)) for task in tasks}
-    todo = [{**job, "checkpoint": checkpoints[job["task"]], "quick": args.quick} for job in plan if _key(job) not in finished]
-    with multiprocessing.get_context("spawn").Pool(args.jobs, maxtasksperchild=20) as pool, args.runs.open("a") as log:
-        for record in pool.imap_unordered(run_one, todo):
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            done.append(record)
-            print(f"{len(done)}: {record['method']} | {record['task']} | {record['shots']} | {record['seed']}: "
-                  f"{record['test']:.3f}", flush=True)
+    todo = [{**job, "quick": args.quick, "real": args.real} for job in plan if _key(job) not in finished]
+    if args.real:
+        # The fine-tune at our compute needs ours' images on the same instance: it runs second.
+        later = [job for job in todo if job["method"] == REAL_HAND_AT_OUR_COMPUTE]
+        run_jobs([job for job in todo if job not in later], args.jobs, done, args.runs)
+        ours = {_key(run)[1:]: run["images"] for run in done if run["method"] == "ours"}
+        run_jobs([{**job, "our_images": ours[_key(job)[1:]]} for job in later if _key(job)[1:] in ours],
+                 args.jobs, done, args.runs)
+    else:
+        tasks = list(TASKS)[:1] if args.quick else list(TASKS)
+        checkpoints = {task: os.path.abspath(source_checkpoint(task, args.cache_dir, args.quick)) for task in tasks}
+        run_jobs([{**job, "checkpoint": checkpoints[job["task"]]} for job in todo], args.jobs, done, args.runs)
     planned = {_key(job) for job in plan}
     runs = [run for run in done if _key(run) in planned]
-    publish("search-quality", report(runs, args), args.quick, args.results)
+    if args.real:
+        publish("search-quality-real", report_real(runs, args), args.quick, args.results)
+    else:
+        publish("search-quality", report(runs, args), args.quick, args.results)
 
 
 def _key(run: dict) -> tuple:
@@ -167,16 +260,13 @@ def _key(run: dict) -> tuple:
 
 def report(runs: list[dict], args: argparse.Namespace) -> str:
     """The Markdown section: medians per task and overall, compute, and the verdicts of issue 8."""
-    def cell(values: list[float]) -> str:
-        return f"{statistics.median(values):.3f} [{min(values):.2f}-{max(values):.2f}]" if values else "-"
-
     columns = sorted({(run["task"], run["shots"]) for run in runs}, key=lambda key: (list(TASKS).index(key[0]), key[1]))
     methods = list(dict.fromkeys(run["method"] for run in runs))
     rows = []
     for method in methods:
         mine = [run for run in runs if run["method"] == method]
-        by_column = [cell([run["test"] for run in mine if (run["task"], run["shots"]) == column]) for column in columns]
-        rows.append([method, *by_column, cell([run["test"] for run in mine]),
+        by_column = [_cell([run["test"] for run in mine if (run["task"], run["shots"]) == column]) for column in columns]
+        rows.append([method, *by_column, _cell([run["test"] for run in mine]),
                      f"{statistics.median(run['images'] for run in mine):,.0f}",
                      f"{statistics.median(run['seconds'] for run in mine):.1f}"])
     header = ["method", *(f"{task} @{shots}" for task, shots in columns), "all", "images (median)", "seconds (median)"]
@@ -212,6 +302,74 @@ def verdicts(runs: list[dict], columns: list[tuple[str, int]]) -> str:
         f"{median_of('ours, a third of the trials'):.3f} using {third_images / random_images:.0%} of random search's "
         f"training images\n"
     )
+
+
+
+def report_real(runs: list[dict], args: argparse.Namespace) -> str:
+    """The ``--real`` section: medians per task and shots, compute, and the issue's goal against the fine-tune."""
+    from real_quality_methods import TRIALS
+
+    tasks = list(REAL_QUICK_TASKS if args.quick else REAL_TASKS)
+    columns = sorted({(run["task"], run["shots"]) for run in runs}, key=lambda key: (key[1], tasks.index(key[0])))
+    methods = [method for method in dict.fromkeys(run["method"] for run in runs)]
+    methods.sort(key=lambda method: REAL_MAIN_METHODS.index(method) if method in REAL_MAIN_METHODS else len(REAL_MAIN_METHODS))
+    rows = []
+    for method in methods:
+        mine = [run for run in runs if run["method"] == method]
+        by_column = [_cell([run["test"] for run in mine if (run["task"], run["shots"]) == column]) for column in columns]
+        rows.append([method, *by_column, _cell([run["test"] for run in mine]),
+                     f"{statistics.median(run['images'] for run in mine):,.0f}",
+                     f"{statistics.median(run['seconds'] for run in mine):.0f}"])
+    header = ["method", *(f"{task} @{shots}" for task, shots in columns), "all", "images (median)", "seconds (median)"]
+    return (
+        section_preamble("Search quality on real pretrained sources (bench/search_quality.py --real)", None)
+        + f"- our search: the `lite` preset as shipped (ImageNet EfficientNet-Lite0/1/2, 64 px, its defaults), "
+        f"{TRIALS} trials, then the refit; random search: the same space and budget, no start points, no pruning; "
+        "the hand-written fine-tune: ImageNet Lite0, AdamW lr 1e-3, weight decay 0.05, cosine, batch 32, every "
+        "labelled image (bench/real_sources.py), for 15 epochs and for as many training images as our search "
+        "processed on the same task and seed\n"
+        + f"- {args.seeds} seeds per task and shot count (the seed picks the labelled images, the validation split "
+        "and the search's sampling); test accuracy on held-out images nothing selects on, median [min-max]; "
+        "compute: training images processed and wall seconds on one CPU thread (Lite1/2 cost more per image than "
+        "Lite0)\n"
+        + real_verdicts(runs, columns)
+        + "\n"
+        + table(header, rows)
+    )
+
+
+def real_verdicts(runs: list[dict], columns: list[tuple[str, int]]) -> str:
+    """The issue's goal, measured: ours against the hand-written fine-tune at equal compute, per column and seed."""
+    def by_instance(method: str) -> dict[tuple, float]:
+        return {_key(run)[1:]: run["test"] for run in runs if run["method"] == method}
+
+    def column_median(results: dict[tuple, float], column: tuple[str, int]) -> float:
+        values = [value for key, value in results.items() if key[:2] == column]
+        return statistics.median(values) if values else float("nan")
+
+    ours = by_instance("ours")
+    lines = []
+    for other in (REAL_HAND_AT_OUR_COMPUTE, REAL_HAND, "random search, no pruning"):
+        theirs = by_instance(other)
+        shared = [column for column in columns
+                  if any(key[:2] == column for key in ours) and any(key[:2] == column for key in theirs)]
+        if not shared:
+            continue
+        wins = [column for column in shared if column_median(ours, column) >= column_median(theirs, column)]
+        differences = [100 * (ours[key] - theirs[key]) for key in ours if key in theirs]
+        lines.append(f"- ours >= {other} (median) on **{len(wins)} of {len(shared)}** task columns; median of the "
+                     f"per-seed differences {statistics.median(differences):+.1f} points "
+                     f"(range {min(differences):+.1f} to {max(differences):+.1f})\n")
+    sources = [run.get("best_source") for run in runs if run["method"] == "ours"]
+    if sources:
+        counts = ", ".join(f"{source} {sources.count(source)}" for source in sorted(set(sources)))
+        lines.append(f"- the source our search kept: {counts}\n")
+    return "".join(lines)
+
+
+def _cell(values: list[float]) -> str:
+    """Median [min-max] of test accuracies, or ``-``."""
+    return f"{statistics.median(values):.3f} [{min(values):.2f}-{max(values):.2f}]" if values else "-"
 
 
 if __name__ == "__main__":

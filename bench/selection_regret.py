@@ -16,6 +16,9 @@ trial found best, its own seed) and scored on the test images. Per task and seed
   best trials by 3-fold cross-validation on every labelled image and keeps the better mean
   (6 more fits on two thirds of the images, against the search's trials).
 
+Each finished search is appended to a JSONL file (``--runs``), so an interrupted benchmark
+resumes where it stopped and the table always covers every search recorded.
+
 Run (about an hour on 2 quiet CPU cores)::
 
     python bench/selection_regret.py
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import statistics
 import tempfile
 from pathlib import Path
@@ -58,10 +62,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=3, help="seeds per task (default 3)")
     parser.add_argument("--trials", type=int, default=6, help="trials per search (default 6)")
     parser.add_argument("--epochs", type=int, default=10, help="epochs per trial (default 10)")
+    parser.add_argument("--runs", type=Path, default=Path(".cache/bench/selection_regret.jsonl"),
+                        help="JSONL of finished searches, read to resume (default .cache/bench/selection_regret.jsonl)")
     parser.add_argument("--results", type=Path, help="results file (default bench/RESULTS.md; not written by --quick)")
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.trials, args.epochs = 1, 2, 1
+        args.runs = args.runs.with_name("selection_regret-quick.jsonl")
+        args.runs.unlink(missing_ok=True)  # a quick run proves the script works: it starts afresh
     return args
 
 
@@ -116,14 +124,22 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     tasks = QUICK_TASKS if args.quick else TASKS
+    args.runs.parent.mkdir(parents=True, exist_ok=True)
+    recorded = [json.loads(line) for line in args.runs.read_text().splitlines()] if args.runs.is_file() else []
+    done = {(record["task"], record["seed"], record["trials"], record["epochs"]): record for record in recorded}
     rows, regrets, checked_regrets = [], [], []
     for task, dataset in tasks.items():
         results = []
         for seed in range(args.seeds):
-            with tempfile.TemporaryDirectory() as folder:
-                result = one_search(dataset.format(seed=seed), seed, args, Path(folder))
-            results.append(result)
-            print(f"{task} seed {seed}: {result}", flush=True)
+            key = (task, seed, args.trials, args.epochs)
+            if key not in done:
+                with tempfile.TemporaryDirectory() as folder:
+                    result = one_search(dataset.format(seed=seed), seed, args, Path(folder))
+                done[key] = {"task": task, "seed": seed, "trials": args.trials, "epochs": args.epochs, **result}
+                with args.runs.open("a") as log:
+                    log.write(json.dumps(done[key]) + "\n")
+                print(f"{task} seed {seed}: {result}", flush=True)
+            results.append(done[key])
         for name, kept, random_init, total in (("validation score", "kept", "kept_random", regrets),
                                                ("cross-check 2 x 3 folds", "kept_checked", "checked_random",
                                                 checked_regrets)):

@@ -155,3 +155,22 @@ def test_real_sources_bench_quick_names_the_photographs_and_compares_with_random
     section = _section(results, "real-sources")
     assert "| lite:lite0 | palace (" in section and "daisy (" in section
     assert re.search(r"\| photos \| lite:lite0 \| \d+\.\d% .*\| [+-]\d+\.\d% \|", section)
+
+
+@pytest.mark.slow
+def test_search_quality_bench_real_quick_gives_the_fine_tune_our_compute(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    at_our_compute = "hand-written fine-tune, Lite0, as many images as ours"
+
+    finished = _run_bench("search_quality.py", "--real", "--methods", "ours", at_our_compute, "--results", str(results),
+                          "--cache-dir", str(tmp_path / "cache"), cwd=tmp_path)
+
+    assert finished.returncode == 0, finished.stderr
+    section = _section(results, "search-quality-real")
+    rows = {cells[0]: cells for cells in ([cell.strip() for cell in line.strip("|").split("|")]
+                                          for line in section.splitlines() if line.startswith("| "))}
+    assert set(rows) == {"method", "ours", at_our_compute}
+    ours_images, theirs_images = (int(rows[name][-2].replace(",", "")) for name in ("ours", at_our_compute))
+    assert abs(ours_images - theirs_images) <= 30  # whole epochs of the 30 labelled images
+    assert re.search(rf"ours >= {at_our_compute} \(median\) on \*\*[01] of 1\*\* task columns", section)
+    assert "- the source our search kept: lite:lite0 1" in section

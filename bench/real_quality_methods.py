@@ -1,0 +1,95 @@
+"""The methods ``bench/search_quality.py --real`` compares on real pretrained sources.
+
+Every method gets one few-shot task (a dataset text that ships offline: ``photos``, ``photos``
+with ``split=halves``, ``digits``, at some labelled images per class and a seed) and returns
+the held-out test accuracy of the model it would hand the user, with the training images it
+processed and its wall seconds:
+
+- our search over the ``lite`` preset (ImageNet EfficientNet-Lite0/1/2), a fixed number of
+  trials, as a user runs it (``--space lite``), and variants of it that change one default;
+- random search over the same space at the same budget (no start points, no pruning);
+- the fine-tune a user writes by hand on the ImageNet Lite0 weights (``bench/real_sources.py``'s
+  plain fine-tune: AdamW lr 1e-3, weight decay 0.05, cosine, batch 32, every labelled image),
+  at its usual 15 epochs or at as many training images as our search used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from automl_transfer import TransferSearch
+from automl_transfer.space.presets import PRESET_PACKAGE
+
+#: Trials each search gets (ours, random search and every variant).
+TRIALS = 6
+#: The source the hand-written fine-tune starts from: the smallest ImageNet Lite, the one a
+#: CPU user picks (bench/real_sources.py: within a few points of Lite1 and Lite2 on these tasks).
+HAND_SOURCE = "lite:lite0"
+#: The hand-written fine-tune's usual epochs.
+HAND_EPOCHS = 15
+
+#: Our search and the variants that each change one default (space changes, search options).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "ours": {},
+    "random search, no pruning": {"sampler": "random", "pruner": "none", "space": {"start": []}},
+    "ours, cross-check 2 x 3 folds": {"cross_check": 2},
+    "ours, no augmentation": {"space": {"augment": "none"}},
+    "ours, min_steps 200 (the digits default)": {"space": {"min_steps": 200}},
+    "ours, 128 px (upscaled toward the sources' 224)": {"space": {"image_size": 128}},
+}
+
+
+def lite_space(**changes: Any) -> dict[str, Any]:
+    """The ``lite`` preset as shipped, with ``changes`` applied."""
+    space = yaml.safe_load(resources.files(PRESET_PACKAGE).joinpath("lite.yaml").read_text())
+    space.update(changes)
+    return space
+
+
+def search(dataset: str, seed: int, run_dir: Path, variant: str, space_changes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run our search in ``variant`` (see :data:`VARIANTS`) on ``dataset``; its kept model's test accuracy.
+
+    :param space_changes: changes to every variant's space (``--quick`` shortens the trials).
+    :returns: ``test`` (accuracy of ``best/`` on the dataset's test split), ``images`` (training
+        images of every trial and the refit), ``seconds``, ``best_trial`` and ``best_source``.
+    """
+    from quality_methods import trial_images
+
+    settings = VARIANTS[variant]
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    space = lite_space(**(space_changes or {}), **settings.get("space", {}))
+    (run_dir / "space.yaml").write_text(yaml.safe_dump(space))
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):  # the leaderboards: the table says it all
+        search = TransferSearch(
+            dataset=dataset, space=str(run_dir / "space.yaml"), trials=TRIALS, run_dir=run_dir, quiet=True,
+            seed=seed, device="cpu", sampler=settings.get("sampler", "tpe"), pruner=settings.get("pruner", "hyperband"),
+            cross_check=settings.get("cross_check", 0),
+        )
+        summary = search.run()
+    seconds = time.perf_counter() - start
+    train_size = len(search.prepare(space["image_size"], "bilinear").train)
+    images = trial_images(run_dir, summary, train_size)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return {"test": summary["test"]["accuracy"], "images": images, "seconds": seconds,
+            "best_trial": summary["best_trial"], "best_source": summary["best_params"]["source"]}
+
+
+def hand_written(dataset: str, seed: int, epochs: int = HAND_EPOCHS) -> dict[str, Any]:
+    """The plain fine-tune of :data:`HAND_SOURCE` for ``epochs`` epochs; its test accuracy and compute."""
+    from real_sources import plain_fine_tune
+
+    from automl_transfer.data.datasets import load_dataset
+
+    outcome = plain_fine_tune(HAND_SOURCE, dataset, seed, epochs)
+    labelled = len(load_dataset(dataset).train)
+    return {**outcome, "images": epochs * labelled}
