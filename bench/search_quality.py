@@ -69,6 +69,8 @@ REAL_QUICK_TASKS = {"photos": "photos:per_class={shots},test_per_class=3,size=64
 REAL_HAND = "hand-written fine-tune, Lite0, 15 epochs"
 REAL_HAND_AT_OUR_COMPUTE = "hand-written fine-tune, Lite0, as many images as ours"
 REAL_MAIN_METHODS = ("ours", REAL_HAND, REAL_HAND_AT_OUR_COMPUTE, "random search, no pruning")
+#: Rows recorded by another method's run ("ours" records its cross-checked result too).
+REAL_DERIVED = ("ours, cross-check 2 x 3 folds",)
 REAL_ABLATION_SHOTS = 10
 
 
@@ -156,13 +158,14 @@ def source_checkpoint(task: str, cache_dir: Path, quick: bool = False) -> Path:
     return weights
 
 
-def run_one(job: dict) -> dict:
-    """Run one planned run in this (worker) process and return its record."""
+def run_one(job: dict) -> list[dict]:
+    """Run one planned run in this (worker) process and return its records (``--real``'s "ours" gives two)."""
     import torch
 
     torch.set_num_threads(1)
+    identity = {key: job[key] for key in ("method", "task", "shots", "seed")}
     if job["real"]:
-        return {**{key: job[key] for key in ("method", "task", "shots", "seed")}, **run_real(job)}
+        return [{**identity, **record} for record in run_real(job)]
     from quality_methods import Instance, loop_epochs, search, set_trials, yardstick
 
     if job["quick"]:
@@ -183,11 +186,11 @@ def run_one(job: dict) -> dict:
     else:
         with tempfile.TemporaryDirectory() as folder:
             outcome = search(instance, Path(folder) / "run", job["method"])
-    return {**{key: job[key] for key in ("method", "task", "shots", "seed")}, **outcome}
+    return [{**identity, **outcome}]
 
 
-def run_real(job: dict) -> dict:
-    """Run one ``--real`` run: a search variant, or the hand-written fine-tune.
+def run_real(job: dict) -> list[dict]:
+    """Run one ``--real`` run: a search variant (see ``real_quality_methods.search``), or the hand-written fine-tune.
 
     The fine-tune at our compute gets as many epochs as make ``job["our_images"]`` (what our
     search processed on the same task, shots and seed) over its labelled images.
@@ -199,10 +202,10 @@ def run_real(job: dict) -> dict:
     tasks = REAL_QUICK_TASKS if job["quick"] else REAL_TASKS
     dataset = tasks[job["task"]].format(shots=job["shots"], seed=job["seed"])
     if job["method"] == REAL_HAND:
-        return methods.hand_written(dataset, job["seed"], 1 if job["quick"] else methods.HAND_EPOCHS)
+        return [methods.hand_written(dataset, job["seed"], 1 if job["quick"] else methods.HAND_EPOCHS)]
     if job["method"] == REAL_HAND_AT_OUR_COMPUTE:
         epochs = max(1, round(job["our_images"] / len(load_dataset(dataset).train)))
-        return methods.hand_written(dataset, job["seed"], epochs)
+        return [methods.hand_written(dataset, job["seed"], epochs)]
     if job["quick"]:
         methods.TRIALS = 2
     changes = {"epochs": 1, "source": ["lite:lite0"]} if job["quick"] else {}
@@ -215,12 +218,13 @@ def run_jobs(todo: list[dict], jobs: int, done: list[dict], log_path: Path) -> N
     if not todo:
         return
     with multiprocessing.get_context("spawn").Pool(jobs, maxtasksperchild=20) as pool, log_path.open("a") as log:
-        for record in pool.imap_unordered(run_one, todo):
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            done.append(record)
-            print(f"{len(done)}: {record['method']} | {record['task']} | {record['shots']} | {record['seed']}: "
-                  f"{record['test']:.3f}", flush=True)
+        for records in pool.imap_unordered(run_one, todo):
+            for record in records:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                done.append(record)
+                print(f"{len(done)}: {record['method']} | {record['task']} | {record['shots']} | {record['seed']}: "
+                      f"{record['test']:.3f}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -246,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
         checkpoints = {task: os.path.abspath(source_checkpoint(task, args.cache_dir, args.quick)) for task in tasks}
         run_jobs([{**job, "checkpoint": checkpoints[job["task"]]} for job in todo], args.jobs, done, args.runs)
     planned = {_key(job) for job in plan}
+    planned |= {(derived, *key[1:]) for key in planned if key[0] == "ours" for derived in (REAL_DERIVED if args.real else ())}
     runs = [run for run in done if _key(run) in planned]
     if args.real:
         publish("search-quality-real", report_real(runs, args), args.quick, args.results)
@@ -312,7 +317,8 @@ def report_real(runs: list[dict], args: argparse.Namespace) -> str:
     tasks = list(REAL_QUICK_TASKS if args.quick else REAL_TASKS)
     columns = sorted({(run["task"], run["shots"]) for run in runs}, key=lambda key: (key[1], tasks.index(key[0])))
     methods = [method for method in dict.fromkeys(run["method"] for run in runs)]
-    methods.sort(key=lambda method: REAL_MAIN_METHODS.index(method) if method in REAL_MAIN_METHODS else len(REAL_MAIN_METHODS))
+    order = REAL_MAIN_METHODS + REAL_DERIVED
+    methods.sort(key=lambda method: order.index(method) if method in order else len(order))
     rows = []
     for method in methods:
         mine = [run for run in runs if run["method"] == method]
