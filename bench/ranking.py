@@ -18,9 +18,17 @@ Kendall's tau between each estimator and the fine-tuned accuracy over the pretra
 all sources with the ranking on and off (same budget, same seeds): the trial at which each
 found its final best model and that model's test accuracy.
 
-Run (about 40 minutes on one quiet CPU core)::
+``--real``: the same taus and costs with real pretrained sources (no prior searches): ImageNet
+EfficientNet-Lite0, -Lite1 and -Lite2 (``lite:liteN``); the same three fine-tuned on an
+unrelated task first (generated stripes, 5 epochs, the ImageNet features partly overwritten); a
+``test_resnet`` trained on all ten digits; and ``lite:lite0@none``. Targets at 64 px, 10 labels
+per class: ``photos``, ``photos`` other half and ``digits``, each fine-tuned with the ``lite``
+preset's settings (10 epochs, batch 16, ``min_steps: 0``).
+
+Run (about 40 minutes on one quiet CPU core; ``--real`` about an hour)::
 
     python bench/ranking.py
+    python bench/ranking.py --real
 """
 
 from __future__ import annotations
@@ -64,10 +72,32 @@ SOURCES = (
 )
 
 
+#: ``--real`` targets (dataset texts to fill in with the seed) and their labels per class.
+REAL_TARGETS = {
+    "photos": "photos:per_class=10,test_per_class=40,size=64,seed={seed}",
+    "photos, other half": "photos:per_class=10,test_per_class=40,size=64,seed={seed},split=halves",
+    "digits": "digits:per_class=10,size=64,seed={seed}",
+}
+REAL_QUICK_TARGETS = {"photos": "photos:per_class=3,test_per_class=3,size=64,seed={seed}"}
+#: ``--real`` sources: (name, source text, or (architecture, dataset to train it on, epochs) to make one).
+REAL_SOURCES = (
+    ("ImageNet Lite0", "lite:lite0"),
+    ("ImageNet Lite1", "lite:lite1"),
+    ("ImageNet Lite2", "lite:lite2"),
+    ("ImageNet Lite0, then stripes", ("lite:lite0", "synthetic:classes=4,per_class=50,size=64", 5)),
+    ("ImageNet Lite1, then stripes", ("lite:lite1", "synthetic:classes=4,per_class=50,size=64", 5)),
+    ("ImageNet Lite2, then stripes", ("lite:lite2", "synthetic:classes=4,per_class=50,size=64", 5)),
+    ("test_resnet, digits", ("timm:test_resnet@none", "digits:size=64", 10)),
+)
+#: How ``--real`` fine-tunes a source on a target: the ``lite`` preset's settings.
+REAL_FIT = {"image_size": 64, "epochs": 10, "batch_size": 16, "min_steps": 0}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Read the command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one task, one seed, short training: proves it works")
+    parser.add_argument("--real", action="store_true", help="real pretrained sources (ImageNet EfficientNet-Lite) on photos and digits")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per task (default 3)")
     parser.add_argument("--trials", type=int, default=12, help="trials of the prior's searches (default 12)")
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache/bench"), help="source checkpoints")
@@ -98,6 +128,28 @@ def train_source(name: str, task: str, args: argparse.Namespace) -> str:
     return f"timm:{architecture}@{weights}"
 
 
+def train_real_source(name: str, args: argparse.Namespace) -> str:
+    """Make (or find cached) the ``--real`` source ``name``; return its source text."""
+    made = dict(REAL_SOURCES)[name]
+    if isinstance(made, str):
+        return made
+    source, dataset, epochs = made
+    epochs = 1 if args.quick else epochs
+    tag = "".join(character for character in f"{source}-{dataset}-{epochs}" if character.isalnum() or character == "-")
+    run_dir = (args.cache_dir / "ranking" / tag).absolute()
+    weights = run_dir / "best" / "model.safetensors"
+    if not weights.is_file():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "space.yaml").write_text(
+            f"source: {source}\nimage_size: 64\nlr: 3.0e-3\nweight_decay: 0.05\nepochs: {epochs}\nbatch_size: 32\n"
+            "min_steps: 0\naugment: light\nstart: []\n"
+        )
+        quietly(TransferSearch, dataset=dataset, space=str(run_dir / "space.yaml"), trials=1, run_dir=run_dir,
+                device="cpu", force_new=True, refit=False)
+    architecture = build_backbone(source).module.pretrained_cfg["architecture"]
+    return f"timm:{architecture}@{weights}"
+
+
 def quietly(make_search, **config) -> dict:
     """Run a search without its console output; return its summary."""
     with contextlib.redirect_stdout(io.StringIO()):
@@ -112,7 +164,8 @@ def score_source(source: str, data) -> dict:
     return {"logme": evidence, "knn": accuracy, "seconds": time.perf_counter() - start}
 
 
-def fine_tune(source: str, seed: int, data) -> dict:
+def fine_tune(source: str, seed: int, data, image_size: int = 32, epochs: int = 10, batch_size: int = 16,
+              min_steps: int = 200) -> dict:
     """The better test accuracy of the default start points trained on every labelled image; one fit's seconds."""
     everything = all_labelled(data)
     accuracies, seconds = [], []
@@ -121,8 +174,8 @@ def fine_tune(source: str, seed: int, data) -> dict:
             continue  # random weights are never frozen
         params = TrialParams(
             source=source, freeze_depth=recipe["freeze_depth"], lr=recipe["lr"], weight_decay=0.05, l2sp=0.0,
-            head="linear", head_params={}, epochs=10, batch_size=16, image_size=32, interpolation="bilinear",
-            label_smoothing=0.0, augment="light", warmup_epochs=1, min_steps=200,
+            head="linear", head_params={}, epochs=epochs, batch_size=batch_size, image_size=image_size,
+            interpolation="bilinear", label_smoothing=0.0, augment="light", warmup_epochs=1, min_steps=min_steps,
         )
         start = time.perf_counter()
         trained = run_trial(params, lambda size, interpolation: everything, torch.device("cpu"), lambda *_: None, seed=seed)
@@ -150,6 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(1)
     load_plugins()
+    if args.real:
+        return real_main(args)
     tasks = list(TASKS)[:1] if args.quick else list(TASKS)
     rows, prior_rows, per_source, scores = [], [], [], []
     for task in tasks:
@@ -175,6 +230,55 @@ def main(argv: list[str] | None = None) -> None:
                     prior_rows.append({"task": task, "seed": seed, "prior": prior, **found})
             print(json.dumps(rows[-1]), flush=True)
     publish("ranking", report(rows, prior_rows, per_source, mean_taus(scores), args), args.quick, args.results)
+
+
+def real_main(args: argparse.Namespace) -> None:
+    """``--real``: score and fine-tune every real source on every target and seed; publish the taus and costs."""
+    targets = REAL_QUICK_TARGETS if args.quick else REAL_TARGETS
+    sources = {name: train_real_source(name, args) for name, _ in REAL_SOURCES}
+    fit = {**REAL_FIT, "epochs": 1} if args.quick else REAL_FIT
+    rows, per_source, scores = [], [], []
+    for task, dataset in targets.items():
+        for seed in range(args.seeds):
+            data = prepare_data(load_dataset(dataset.format(seed=seed)), fit["image_size"], seed=seed)
+            results = {}
+            for name, source in sources.items():
+                results[name] = {**score_source(source, data), **fine_tune(source, seed, data, **fit)}
+                per_source.append([task, str(seed), name, f"{results[name]['logme']:.4f}", f"{results[name]['knn']:.3f}",
+                                   f"{results[name]['test']:.3f}"])
+                scores.append({"task": task, "seed": seed, "source": name, **results[name]})
+                print(task, seed, name, results[name], flush=True)
+            none = fine_tune("lite:lite0@none", seed, data, **fit)
+            per_source.append([task, str(seed), "random weights (lite:lite0@none)", "-", "-", f"{none['test']:.3f}"])
+            accuracy = [results[name]["test"] for name in sources]
+            taus = {estimator: kendalltau([results[name][estimator] for name in sources], accuracy).statistic
+                    for estimator in ("logme", "knn")}
+            cost = statistics.median(results[name]["seconds"] / results[name]["trial_seconds"] for name in sources)
+            rows.append({"task": task, "seed": seed, **taus, "cost": cost})
+            print(json.dumps(rows[-1]), flush=True)
+    publish("ranking-real", report_real(rows, per_source, mean_taus(scores), args), args.quick, args.results)
+
+
+def report_real(rows: list[dict], per_source: list[list[str]], seed_means: dict, args: argparse.Namespace) -> str:
+    """The ``--real`` Markdown section: taus and costs against the goal, then every source's scores."""
+    tau_rows = [[row["task"], str(row["seed"]), f"{row['logme']:.2f}", f"{row['knn']:.2f}", f"1/{1 / row['cost']:.0f}"] for row in rows]
+    median_tau = {estimator: statistics.median(row[estimator] for row in rows) for estimator in ("logme", "knn")}
+    cost = statistics.median(row["cost"] for row in rows)
+    targets = REAL_QUICK_TARGETS if args.quick else REAL_TARGETS
+    return (
+        section_preamble("Ranking real pretrained sources: estimators vs fine-tuned accuracy (bench/ranking.py --real)", None)
+        + f"- targets: {', '.join(targets)}, 64 px, 10 labels per class, {args.seeds} seeds; {len(REAL_SOURCES)} "
+        "pretrained sources: " + ", ".join(name for name, _ in REAL_SOURCES) + "; plus random weights (no score, "
+        "ranked last); each fine-tuned with both default start points (the lite preset's 10 epochs, batch 16, "
+        "`min_steps: 0`) on every labelled image, the better test accuracy kept\n"
+        f"- result: median Kendall tau vs the best fine-tuned test accuracy: LogME **{median_tau['logme']:.2f}**, "
+        f"kNN **{median_tau['knn']:.2f}** (goal >= 0.6); on the means over seeds: "
+        + ", ".join(f"{task}: LogME {tau['logme']:.2f}, kNN {tau['knn']:.2f}" for task, tau in seed_means.items())
+        + f"; cost **1/{1 / cost:.0f}** of one fine-tuning fit (goal <= 1/50), features included\n\n"
+        + table(["task", "seed", "tau LogME", "tau kNN", "cost vs one trial"], tau_rows)
+        + "\n\n"
+        + table(["task", "seed", "source", "LogME", "kNN", "fine-tuned test"], per_source)
+    )
 
 
 def mean_taus(scores: list[dict]) -> dict[str, dict[str, float]]:
