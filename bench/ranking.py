@@ -233,29 +233,43 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def real_main(args: argparse.Namespace) -> None:
-    """``--real``: score and fine-tune every real source on every target and seed; publish the taus and costs."""
+    """``--real``: score and fine-tune every real source on every target and seed; publish the taus and costs.
+
+    Each source's result is appended to ``CACHE_DIR/ranking-real.jsonl`` as it is found, so an
+    interrupted run resumes where it stopped.
+    """
     targets = REAL_QUICK_TARGETS if args.quick else REAL_TARGETS
     sources = {name: train_real_source(name, args) for name, _ in REAL_SOURCES}
     fit = {**REAL_FIT, "epochs": 1} if args.quick else REAL_FIT
+    log_path = args.cache_dir / f"ranking-real{'-quick' if args.quick else ''}.jsonl"
+    if args.quick:
+        log_path.unlink(missing_ok=True)  # a quick run proves the script works: it starts afresh
+    recorded = [json.loads(line) for line in log_path.read_text().splitlines()] if log_path.is_file() else []
+    found = {(entry["task"], entry["seed"], entry["source"]): entry for entry in recorded}
     rows, per_source, scores = [], [], []
     for task, dataset in targets.items():
         for seed in range(args.seeds):
             data = prepare_data(load_dataset(dataset.format(seed=seed)), fit["image_size"], seed=seed)
             results = {}
-            for name, source in sources.items():
-                results[name] = {**score_source(source, data), **fine_tune(source, seed, data, **fit)}
-                per_source.append([task, str(seed), name, f"{results[name]['logme']:.4f}", f"{results[name]['knn']:.3f}",
-                                   f"{results[name]['test']:.3f}"])
-                scores.append({"task": task, "seed": seed, "source": name, **results[name]})
-                print(task, seed, name, results[name], flush=True)
-            none = fine_tune("lite:lite0@none", seed, data, **fit)
-            per_source.append([task, str(seed), "random weights (lite:lite0@none)", "-", "-", f"{none['test']:.3f}"])
+            for name, source in [*sources.items(), ("random weights (lite:lite0@none)", "lite:lite0@none")]:
+                if (task, seed, name) not in found:
+                    scored = score_source(source, data) if not source.endswith("@none") else {}
+                    found[task, seed, name] = {"task": task, "seed": seed, "source": name, **scored,
+                                               **fine_tune(source, seed, data, **fit)}
+                    with log_path.open("a") as log:
+                        log.write(json.dumps(found[task, seed, name]) + "\n")
+                results[name] = found[task, seed, name]
+                print(json.dumps(results[name]), flush=True)
+            none = results.pop("random weights (lite:lite0@none)")
+            for name, result in results.items():
+                per_source.append([task, str(seed), name, f"{result['logme']:.4f}", f"{result['knn']:.3f}", f"{result['test']:.3f}"])
+                scores.append(result)
+            per_source.append([task, str(seed), none["source"], "-", "-", f"{none['test']:.3f}"])
             accuracy = [results[name]["test"] for name in sources]
             taus = {estimator: kendalltau([results[name][estimator] for name in sources], accuracy).statistic
                     for estimator in ("logme", "knn")}
             cost = statistics.median(results[name]["seconds"] / results[name]["trial_seconds"] for name in sources)
             rows.append({"task": task, "seed": seed, **taus, "cost": cost})
-            print(json.dumps(rows[-1]), flush=True)
     publish("ranking-real", report_real(rows, per_source, mean_taus(scores), args), args.quick, args.results)
 
 
