@@ -46,6 +46,8 @@ CROSS_CHECKED = "ours, cross-check 2 x 3 folds"
 VARIANTS: dict[str, dict[str, Any]] = {
     "ours": {},
     "random search, no pruning": {"sampler": "random", "pruner": "none", "space": {"start": []}},
+    "ours, start points at lr 1e-3": {"space": {"start": [{"freeze_depth": 0.0, "lr": 1.0e-3},
+                                                          {"freeze_depth": 0.5, "lr": 1.0e-3}]}},
     "ours, no augmentation": {"space": {"augment": "none"}},
     "ours, min_steps 200 (the digits default)": {"space": {"min_steps": 200}},
     "ours, 128 px (upscaled toward the sources' 224)": {"space": {"image_size": 128}},

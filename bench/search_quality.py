@@ -330,7 +330,9 @@ def report_real(runs: list[dict], args: argparse.Namespace) -> str:
     return (
         section_preamble("Search quality on real pretrained sources (bench/search_quality.py --real)", None)
         + f"- our search: the `lite` preset as shipped (ImageNet EfficientNet-Lite0/1/2, 64 px, its defaults), "
-        f"{TRIALS} trials, then the refit; random search: the same space and budget, no start points, no pruning; "
+        f"{TRIALS} trials (the preset's 3 sources times the 2 default start points make 6: a full fine-tune and a "
+        "half-frozen one at lr 3e-3 on each source, best-ranked source first; the sampler's trials follow), then "
+        "the refit; random search: the same space and budget, no start points, no pruning; "
         "the hand-written fine-tune: ImageNet Lite0, AdamW lr 1e-3, weight decay 0.05, cosine, batch 32, every "
         "labelled image (bench/real_sources.py), for 15 epochs and for as many training images as our search "
         "processed on the same task and seed\n"
