@@ -25,11 +25,14 @@ import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import yaml
+from quality_methods import keep_the_last_epoch
 
 from automl_transfer import TransferSearch
 from automl_transfer.space.presets import PRESET_PACKAGE
+from automl_transfer.training.trainer import BestEpoch
 
 #: Trials each search gets (ours, random search and every variant).
 TRIALS = 6
@@ -48,6 +51,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "random search, no pruning": {"sampler": "random", "pruner": "none", "space": {"start": []}},
     "ours, start points at lr 1e-3": {"space": {"start": [{"freeze_depth": 0.0, "lr": 1.0e-3},
                                                           {"freeze_depth": 0.5, "lr": 1.0e-3}]}},
+    "ours, every epoch kept (no early stopping; the refit trains all epochs)": {
+        "space": {"patience": 0},
+        "patches": [lambda: mock.patch.object(BestEpoch, "update", keep_the_last_epoch)],
+    },
     "ours, no augmentation": {"space": {"augment": "none"}},
     "ours, min_steps 200 (the digits default)": {"space": {"min_steps": 200}},
     "ours, 128 px (upscaled toward the sources' 224)": {"space": {"image_size": 128}},
@@ -78,7 +85,10 @@ def search(dataset: str, seed: int, run_dir: Path, variant: str, space_changes: 
     options = {"dataset": dataset, "space": str(run_dir / "space.yaml"), "trials": TRIALS, "run_dir": run_dir,
                "quiet": True, "seed": seed, "device": "cpu", "sampler": settings.get("sampler", "tpe"),
                "pruner": settings.get("pruner", "hyperband")}
-    records = [_timed_search(variant, options, space["image_size"])]
+    with contextlib.ExitStack() as patches:
+        for patch in settings.get("patches", ()):
+            patches.enter_context(patch())
+        records = [_timed_search(variant, options, space["image_size"])]
     if variant == "ours":
         checked = _timed_search(CROSS_CHECKED, {**options, "cross_check": 2, "folds": 3}, space["image_size"])
         checked["seconds"] += records[0]["seconds"]
