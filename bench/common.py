@@ -25,6 +25,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+#: Few-shot tasks on real images that ship offline (``photos``: crops of ten photographs, training
+#: and test crops from disjoint cells; ``photos, other half``: training crops from each
+#: photograph's left half, test crops from its right half; ``digits``: scikit-learn's
+#: handwritten digits upscaled), as dataset texts to fill in with ``shots`` and ``seed``.
+REAL_TASKS = {
+    "photos": "photos:per_class={shots},test_per_class=40,size=64,seed={seed}",
+    "photos, other half": "photos:per_class={shots},test_per_class=40,size=64,seed={seed},split=halves",
+    "digits": "digits:per_class={shots},size=64,seed={seed}",
+}
+#: ``--quick``: one tiny task, to prove a script works.
+REAL_QUICK_TASKS = {"photos": "photos:per_class={shots},test_per_class=3,size=64,seed={seed}"}
+
+
+def real_tasks(quick: bool, shots: int = 10, names: tuple[str, ...] | None = None) -> dict[str, str]:
+    """The real few-shot tasks at ``shots`` labelled images per class (3 with ``quick``), ``{seed}`` left to fill.
+
+    :param names: the tasks to keep (default: every one).
+    """
+    tasks = REAL_QUICK_TASKS if quick else {name: REAL_TASKS[name] for name in names or REAL_TASKS}
+    return {name: text.format(shots=3 if quick else shots, seed="{seed}") for name, text in tasks.items()}
+
+
 #: The results file every benchmark writes its own section of.
 RESULTS_PATH = Path(__file__).with_name("RESULTS.md")
 _RESULTS_HEADER = (

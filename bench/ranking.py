@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import publish, section_preamble, table
+from common import publish, real_tasks, section_preamble, table
 from scipy.stats import kendalltau
 
 from automl_transfer import TransferSearch, load_model
@@ -72,13 +72,6 @@ SOURCES = (
 )
 
 
-#: ``--real`` targets (dataset texts to fill in with the seed) and their labels per class.
-REAL_TARGETS = {
-    "photos": "photos:per_class=10,test_per_class=40,size=64,seed={seed}",
-    "photos, other half": "photos:per_class=10,test_per_class=40,size=64,seed={seed},split=halves",
-    "digits": "digits:per_class=10,size=64,seed={seed}",
-}
-REAL_QUICK_TARGETS = {"photos": "photos:per_class=3,test_per_class=3,size=64,seed={seed}"}
 #: ``--real`` sources: (name, source text, or (architecture, dataset to train it on, epochs) to make one).
 REAL_SOURCES = (
     ("ImageNet Lite0", "lite:lite0"),
@@ -114,18 +107,21 @@ def train_source(name: str, task: str, args: argparse.Namespace) -> str:
     digits, _, two = TASKS[task]
     dataset = dataset.format(digits=f"digits:classes={digits},size=32", two=f"digits:classes={two},size=32")
     epochs = max(1, epochs // 10) if args.quick else epochs
-    tag = "".join(character for character in f"{architecture}-{dataset}-{epochs}" if character.isalnum() or character == "-")
-    run_dir = (args.cache_dir / "ranking" / tag).absolute()
+    space = (f"source: timm:{architecture}@none\nimage_size: 32\nlr: 3.0e-3\nweight_decay: 0.05\nepochs: {epochs}\n"
+             "batch_size: 64\naugment: light\nstart: []\n")
+    return f"timm:{architecture}@{trained_once(f'{architecture}-{dataset}-{epochs}', space, dataset, args)}"
+
+
+def trained_once(tag: str, space: str, dataset: str, args: argparse.Namespace) -> Path:
+    """The weights of a one-trial search of ``space`` on ``dataset``, run once and cached under ``tag``."""
+    run_dir = (args.cache_dir / "ranking" / "".join(c for c in tag if c.isalnum() or c == "-")).absolute()
     weights = run_dir / "best" / "model.safetensors"
     if not weights.is_file():
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "space.yaml").write_text(
-            f"source: timm:{architecture}@none\nimage_size: 32\nlr: 3.0e-3\nweight_decay: 0.05\nepochs: {epochs}\n"
-            "batch_size: 64\naugment: light\nstart: []\n"
-        )
+        (run_dir / "space.yaml").write_text(space)
         quietly(TransferSearch, dataset=dataset, space=str(run_dir / "space.yaml"), trials=1, run_dir=run_dir,
                 device="cpu", force_new=True, refit=False)
-    return f"timm:{architecture}@{weights}"
+    return weights
 
 
 def train_real_source(name: str, args: argparse.Namespace) -> str:
@@ -135,17 +131,9 @@ def train_real_source(name: str, args: argparse.Namespace) -> str:
         return made
     source, dataset, epochs = made
     epochs = 1 if args.quick else epochs
-    tag = "".join(character for character in f"{source}-{dataset}-{epochs}" if character.isalnum() or character == "-")
-    run_dir = (args.cache_dir / "ranking" / tag).absolute()
-    weights = run_dir / "best" / "model.safetensors"
-    if not weights.is_file():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "space.yaml").write_text(
-            f"source: {source}\nimage_size: 64\nlr: 3.0e-3\nweight_decay: 0.05\nepochs: {epochs}\nbatch_size: 32\n"
-            "min_steps: 0\naugment: light\nstart: []\n"
-        )
-        quietly(TransferSearch, dataset=dataset, space=str(run_dir / "space.yaml"), trials=1, run_dir=run_dir,
-                device="cpu", force_new=True, refit=False)
+    space = (f"source: {source}\nimage_size: 64\nlr: 3.0e-3\nweight_decay: 0.05\nepochs: {epochs}\nbatch_size: 32\n"
+             "min_steps: 0\naugment: light\nstart: []\n")
+    weights = trained_once(f"{source}-{dataset}-{epochs}", space, dataset, args)
     architecture = build_backbone(source).module.pretrained_cfg["architecture"]
     return f"timm:{architecture}@{weights}"
 
@@ -238,7 +226,7 @@ def real_main(args: argparse.Namespace) -> None:
     Each source's result is appended to ``CACHE_DIR/ranking-real.jsonl`` as it is found, so an
     interrupted run resumes where it stopped.
     """
-    targets = REAL_QUICK_TARGETS if args.quick else REAL_TARGETS
+    targets = real_tasks(args.quick)
     sources = {name: train_real_source(name, args) for name, _ in REAL_SOURCES}
     fit = {**REAL_FIT, "epochs": 1} if args.quick else REAL_FIT
     log_path = args.cache_dir / f"ranking-real{'-quick' if args.quick else ''}.jsonl"
@@ -278,7 +266,7 @@ def report_real(rows: list[dict], per_source: list[list[str]], seed_means: dict,
     tau_rows = [[row["task"], str(row["seed"]), f"{row['logme']:.2f}", f"{row['knn']:.2f}", f"1/{1 / row['cost']:.0f}"] for row in rows]
     median_tau = {estimator: statistics.median(row[estimator] for row in rows) for estimator in ("logme", "knn")}
     cost = statistics.median(row["cost"] for row in rows)
-    targets = REAL_QUICK_TARGETS if args.quick else REAL_TARGETS
+    targets = real_tasks(args.quick)
     return (
         section_preamble("Ranking real pretrained sources: estimators vs fine-tuned accuracy (bench/ranking.py --real)", None)
         + f"- targets: {', '.join(targets)}, 64 px, 10 labels per class, {args.seeds} seeds; {len(REAL_SOURCES)} "

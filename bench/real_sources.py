@@ -32,17 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common import publish, section_preamble, table
+from common import publish, real_tasks, section_preamble, table
 from PIL import Image
 
 SOURCES = ("lite:lite0", "lite:lite1", "lite:lite2")
-TASKS = {
-    "photos": "photos:per_class=10,test_per_class=40,size=64,seed={seed}",
-    "photos, other half": "photos:per_class=10,test_per_class=40,size=64,seed={seed},split=halves",
-    "digits": "digits:per_class=10,size=64,seed={seed}",
-}
-#: ``--quick``: one tiny task, to prove the script works.
-QUICK_TASKS = {"photos": "photos:per_class=3,test_per_class=3,size=64,seed={seed}"}
 #: The plain fine-tune's recipe.
 RECIPE = {"lr": 1e-3, "weight_decay": 0.05, "batch_size": 32, "epochs": 15}
 
@@ -159,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
 
     load_plugins()
     sources = SOURCES[:1] if args.quick else SOURCES
-    tasks = QUICK_TASKS if args.quick else TASKS
+    tasks = real_tasks(args.quick)
     seeds, epochs = (1, 1) if args.quick else (args.seeds, RECIPE["epochs"])
     sanity = sanity_rows(sources)
     transfer = transfer_rows(sources, tasks, seeds, epochs)

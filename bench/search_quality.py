@@ -46,7 +46,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from common import publish, section_preamble, table
+from common import REAL_QUICK_TASKS, REAL_TASKS, publish, section_preamble, table
 
 TASKS = {"0-4 -> 5-9": ("0-4", "5-9"), "even -> odd": ("0,2,4,6,8", "1,3,5,7,9"), "5-9 -> 0-4": ("5-9", "0-4")}
 SHOTS = (5, 10, 20)
@@ -59,13 +59,6 @@ ABLATION_SHOTS = {"0-4 -> 5-9": 5, "even -> odd": 10, "5-9 -> 0-4": 20}
 MAIN_METHODS = ("hand-written loop", "ours", "random search, no pruning", "ours, a third of the trials",
                 LOOP_AT_OUR_COMPUTE)
 
-#: ``--real``: few-shot tasks on real photographs and digits, each a dataset text to fill in.
-REAL_TASKS = {
-    "photos": "photos:per_class={shots},test_per_class=40,size=64,seed={seed}",
-    "photos, other half": "photos:per_class={shots},test_per_class=40,size=64,seed={seed},split=halves",
-    "digits": "digits:per_class={shots},size=64,seed={seed}",
-}
-REAL_QUICK_TASKS = {"photos": "photos:per_class={shots},test_per_class=3,size=64,seed={seed}"}
 REAL_HAND = "hand-written fine-tune, Lite0, 15 epochs"
 REAL_HAND_AT_OUR_COMPUTE = "hand-written fine-tune, Lite0, as many images as ours"
 REAL_MAIN_METHODS = ("ours", REAL_HAND, REAL_HAND_AT_OUR_COMPUTE, "random search, no pruning")
@@ -266,15 +259,7 @@ def _key(run: dict) -> tuple:
 def report(runs: list[dict], args: argparse.Namespace) -> str:
     """The Markdown section: medians per task and overall, compute, and the verdicts of issue 8."""
     columns = sorted({(run["task"], run["shots"]) for run in runs}, key=lambda key: (list(TASKS).index(key[0]), key[1]))
-    methods = list(dict.fromkeys(run["method"] for run in runs))
-    rows = []
-    for method in methods:
-        mine = [run for run in runs if run["method"] == method]
-        by_column = [_cell([run["test"] for run in mine if (run["task"], run["shots"]) == column]) for column in columns]
-        rows.append([method, *by_column, _cell([run["test"] for run in mine]),
-                     f"{statistics.median(run['images'] for run in mine):,.0f}",
-                     f"{statistics.median(run['seconds'] for run in mine):.1f}"])
-    header = ["method", *(f"{task} @{shots}" for task, shots in columns), "all", "images (median)", "seconds (median)"]
+    header, rows = _method_table(runs, list(dict.fromkeys(run["method"] for run in runs)), columns, "{:.1f}")
     return (
         section_preamble("Search quality: our search vs the 20-line script, random search and ablations "
                          "(bench/search_quality.py)", None)
@@ -319,14 +304,7 @@ def report_real(runs: list[dict], args: argparse.Namespace) -> str:
     methods = [method for method in dict.fromkeys(run["method"] for run in runs)]
     order = REAL_MAIN_METHODS + REAL_DERIVED
     methods.sort(key=lambda method: order.index(method) if method in order else len(order))
-    rows = []
-    for method in methods:
-        mine = [run for run in runs if run["method"] == method]
-        by_column = [_cell([run["test"] for run in mine if (run["task"], run["shots"]) == column]) for column in columns]
-        rows.append([method, *by_column, _cell([run["test"] for run in mine]),
-                     f"{statistics.median(run['images'] for run in mine):,.0f}",
-                     f"{statistics.median(run['seconds'] for run in mine):.0f}"])
-    header = ["method", *(f"{task} @{shots}" for task, shots in columns), "all", "images (median)", "seconds (median)"]
+    header, rows = _method_table(runs, methods, columns, "{:.0f}")
     return (
         section_preamble("Search quality on real pretrained sources (bench/search_quality.py --real)", None)
         + f"- our search: the `lite` preset as shipped (ImageNet EfficientNet-Lite0/1/2, 64 px, its defaults), "
@@ -373,6 +351,20 @@ def real_verdicts(runs: list[dict], columns: list[tuple[str, int]]) -> str:
         counts = ", ".join(f"{source} {sources.count(source)}" for source in sorted(set(sources)))
         lines.append(f"- the source our search kept: {counts}\n")
     return "".join(lines)
+
+
+def _method_table(runs: list[dict], methods: list[str], columns: list[tuple[str, int]],
+                  seconds_format: str) -> tuple[list[str], list[list[str]]]:
+    """The header and one row per method: test accuracy per (task, shots) column and overall, images, seconds."""
+    rows = []
+    for method in methods:
+        mine = [run for run in runs if run["method"] == method]
+        by_column = [_cell([run["test"] for run in mine if (run["task"], run["shots"]) == column]) for column in columns]
+        rows.append([method, *by_column, _cell([run["test"] for run in mine]),
+                     f"{statistics.median(run['images'] for run in mine):,.0f}",
+                     seconds_format.format(statistics.median(run["seconds"] for run in mine))])
+    header = ["method", *(f"{task} @{shots}" for task, shots in columns), "all", "images (median)", "seconds (median)"]
+    return header, rows
 
 
 def _cell(values: list[float]) -> str:

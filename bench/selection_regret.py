@@ -36,20 +36,13 @@ from pathlib import Path
 
 import optuna
 import torch
-from common import publish, section_preamble, table
+from common import publish, real_tasks, section_preamble, table
 
 from automl_transfer import TransferSearch
 from automl_transfer.search.refit import all_labelled, retrain
 from automl_transfer.training.evaluation import evaluate
 from automl_transfer.training.params import TrialParams
 
-TASKS = {
-    "photos": "photos:per_class=10,test_per_class=40,size=64,seed={seed}",
-    "photos, other half": "photos:per_class=10,test_per_class=40,size=64,seed={seed},split=halves",
-    "digits": "digits:per_class=10,size=64,seed={seed}",
-}
-#: ``--quick``: one tiny task, to prove the script works.
-QUICK_TASKS = {"photos": "photos:per_class=3,test_per_class=3,size=64,seed={seed}"}
 SPACE = (
     "source: [lite:lite0, lite:lite0@none]\nimage_size: 64\nepochs: {epochs}\nbatch_size: 32\nmin_steps: 0\n"
 )
@@ -123,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run every task and seed; print and record the results table."""
     args = parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    tasks = QUICK_TASKS if args.quick else TASKS
+    tasks = real_tasks(args.quick)
     args.runs.parent.mkdir(parents=True, exist_ok=True)
     recorded = [json.loads(line) for line in args.runs.read_text().splitlines()] if args.runs.is_file() else []
     done = {(record["task"], record["seed"], record["trials"], record["epochs"]): record for record in recorded}

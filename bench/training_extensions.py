@@ -23,14 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import publish, section_preamble, table
+from common import publish, real_tasks, section_preamble, table
 
 SOURCE = "lite:lite0"
-TASKS = {
-    "photos": "photos:per_class=10,test_per_class=40,size=64,seed={seed}",
-    "digits": "digits:per_class=10,size=64,seed={seed}",
-}
-QUICK_TASKS = {"photos": "photos:per_class=3,test_per_class=3,size=64,seed={seed}"}
 #: Each variant's ``extra`` settings.
 VARIANTS = {
     "none": {},
@@ -108,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     from automl_transfer.registry import load_plugins
 
     load_plugins()
-    tasks = QUICK_TASKS if args.quick else TASKS
+    tasks = real_tasks(args.quick, names=("photos", "digits"))
     seeds, epochs = (1, 1) if args.quick else (args.seeds, RECIPE["epochs"])
     found, differences = rows(tasks, seeds, epochs)
     verdict = ", ".join(
