@@ -74,6 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--real", action="store_true", help="real pretrained sources (ImageNet EfficientNet-Lite) on photos and digits")
     parser.add_argument("--shots", type=int, nargs="+", help="labelled images per class to run (default: 5 10 20)")
     parser.add_argument("--methods", nargs="+", help="methods to run (default: every one)")
+    parser.add_argument("--report-only", action="store_true", help="run nothing: publish the table of the recorded runs")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per task (default 5)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once, one thread each (default 1)")
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache/bench"), help="source checkpoints")
@@ -230,7 +231,8 @@ def main(argv: list[str] | None = None) -> None:
     done = [json.loads(line) for line in args.runs.read_text().splitlines()] if args.runs.is_file() else []
     finished = {_key(run) for run in done}
     plan = planned_runs(args)
-    todo = [{**job, "quick": args.quick, "real": args.real} for job in plan if _key(job) not in finished]
+    todo = [{**job, "quick": args.quick, "real": args.real} for job in plan
+            if _key(job) not in finished and not args.report_only]
     if args.real:
         # The fine-tune at our compute needs ours' images on the same instance: it runs second.
         later = [job for job in todo if job["method"] == REAL_HAND_AT_OUR_COMPUTE]
