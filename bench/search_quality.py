@@ -228,7 +228,8 @@ def main(argv: list[str] | None = None) -> None:
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     if args.quick:
         args.runs.unlink(missing_ok=True)  # a quick run proves the script works: it starts afresh
-    done = [json.loads(line) for line in args.runs.read_text().splitlines()] if args.runs.is_file() else []
+    recorded = [json.loads(line) for line in args.runs.read_text().splitlines()] if args.runs.is_file() else []
+    done = list({_key(run): run for run in reversed(recorded)}.values())  # two runs of one key: the first counts
     finished = {_key(run) for run in done}
     plan = planned_runs(args)
     todo = [{**job, "quick": args.quick, "real": args.real} for job in plan
