@@ -106,7 +106,7 @@ def _timed_search(method: str, options: dict[str, Any], image_size: int) -> dict
         search = TransferSearch(**options)
         summary = search.run()
     seconds = time.perf_counter() - start
-    train_size = len(search.prepare(image_size, "bilinear").train)
+    train_size = len(search.prepare(image_size, summary["best_params"]["interpolation"]).train)  # decoded already
     return {"method": method, "test": summary["test"]["accuracy"], "seconds": seconds,
             "images": trial_images(options["run_dir"], summary, train_size),
             "best_trial": summary["best_trial"], "best_source": summary["best_params"]["source"]}
@@ -116,8 +116,4 @@ def hand_written(dataset: str, seed: int, epochs: int = HAND_EPOCHS) -> dict[str
     """The plain fine-tune of :data:`HAND_SOURCE` for ``epochs`` epochs; its test accuracy and compute."""
     from real_sources import plain_fine_tune
 
-    from automl_transfer.data.datasets import load_dataset
-
-    outcome = plain_fine_tune(HAND_SOURCE, dataset, seed, epochs)
-    labelled = len(load_dataset(dataset).train)
-    return {**outcome, "images": epochs * labelled}
+    return plain_fine_tune(HAND_SOURCE, dataset, seed, epochs)

@@ -92,7 +92,10 @@ def tensors(images: list) -> torch.Tensor:
 
 
 def plain_fine_tune(source: str, dataset: str, seed: int, epochs: int) -> dict[str, float]:
-    """Fine-tune ``source`` with :data:`RECIPE` on ``dataset``'s labelled images; score its test images."""
+    """Fine-tune ``source`` with :data:`RECIPE` on ``dataset``'s labelled images; score its test images.
+
+    :returns: ``test`` (accuracy), ``seconds`` (training) and ``images`` (training images processed).
+    """
     from automl_transfer.data.datasets import load_dataset
     from automl_transfer.model.sources import build_backbone
 
@@ -120,7 +123,8 @@ def plain_fine_tune(source: str, dataset: str, seed: int, epochs: int) -> dict[s
     test_images, test_labels = tensors([image for image, _ in data.test]), torch.tensor([label for _, label in data.test])
     with torch.no_grad():
         predicted = torch.cat([model((batch.float() / 255 - mean) / std).argmax(1) for batch in test_images.split(256)])
-    return {"test": float((predicted == test_labels).float().mean()), "seconds": time.perf_counter() - start}
+    return {"test": float((predicted == test_labels).float().mean()), "seconds": time.perf_counter() - start,
+            "images": epochs * len(labels)}
 
 
 def transfer_rows(sources: tuple[str, ...], tasks: dict[str, str], seeds: int, epochs: int) -> list[list[str]]:
